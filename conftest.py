@@ -1,0 +1,3 @@
+"""Registers the pitfalls plugin for every pytest run from the repository root."""
+
+pytest_plugins = ["harness.plugin"]

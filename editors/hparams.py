@@ -1,0 +1,86 @@
+"""Hyper-parameters per editing method and model, read from JSON data files.
+
+Flat dataclasses with module-name templates, as in the original ROME code:
+one algorithm, many architectures. ``editors/hparams/<method>/<key>.json``
+holds one file per checkpoint (``gpt2-xl``, ``gpt-j-6b``: the published
+values) or per model family (``gpt2``, ``llama``, ``gemma3_text``: chosen
+values); a user can pass their own file. Files are checked on load: unknown
+or missing keys and module names absent from the model are clear errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+HPARAMS_DIR = Path(__file__).parent / "hparams"
+
+T = TypeVar("T")
+
+
+class HyperParamsError(ValueError):
+    """A hyper-parameter file that does not fit the method or the model."""
+
+
+def find_hparams_file(method: str, keys: list[str]) -> Path:
+    """The first of ``<method>/<key>.json`` that exists, for keys from most to least specific."""
+    for key in keys:
+        path = HPARAMS_DIR / method / f"{key}.json"
+        if path.is_file():
+            return path
+    known = sorted(p.stem for p in (HPARAMS_DIR / method).glob("*.json"))
+    raise HyperParamsError(
+        f"no {method} hyper-parameters for {' / '.join(keys)} (have: {', '.join(known)}); pass --hparams FILE"
+    )
+
+
+def load_hparams(cls: type[T], path: Path) -> T:
+    """Read ``path`` into the dataclass ``cls``; unknown, missing or mistyped keys are errors."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HyperParamsError(f"{path}: cannot read hyper-parameters ({exc})") from None
+    if not isinstance(raw, dict):
+        raise HyperParamsError(f"{path}: expected a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise HyperParamsError(f"{path}: unknown key(s) {', '.join(unknown)} for {cls.__name__}")
+    missing = sorted(name for name, f in fields.items() if name not in raw and f.default is dataclasses.MISSING)
+    if missing:
+        raise HyperParamsError(f"{path}: missing key(s) {', '.join(missing)} for {cls.__name__}")
+    for name, value in raw.items():
+        if not _has_type(value, str(fields[name].type)):
+            raise HyperParamsError(f"{path}: {name} should be {fields[name].type}, got {value!r}")
+    return cls(**raw)  # type: ignore[call-arg]
+
+
+_SCALARS = {"int": int, "float": (int, float), "bool": bool, "str": str}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Check JSON values against the simple annotations these dataclasses use."""
+    if annotation in _SCALARS:
+        return isinstance(value, _SCALARS[annotation]) and (annotation == "bool" or not isinstance(value, bool))
+    if annotation.startswith("list[") and annotation.endswith("]"):
+        return isinstance(value, list) and all(_has_type(v, annotation[5:-1]) for v in value)
+    return True
+
+
+def check_modules(path: Path | str, model: torch.nn.Module, templates: dict[str, str], layers: list[int]) -> None:
+    """Every ``template.format(layer)`` must name a module of ``model``."""
+    names = dict(model.named_modules())
+    for key, template in templates.items():
+        for layer in layers:
+            name = template.format(layer)
+            if name not in names:
+                raise HyperParamsError(f"{path}: {key} {template!r} gives {name!r}, which is not a module of the model")
+
+
+def as_dict(hparams: Any) -> dict[str, Any]:
+    """For results files: the hyper-parameters that were used."""
+    return dataclasses.asdict(hparams)

