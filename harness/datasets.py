@@ -151,10 +151,10 @@ class _Record:
 
     def get(self, obj: dict, key: str, kind: type | tuple[type, ...], at: str) -> Any:
         if not isinstance(obj, dict) or key not in obj:
-            raise DatasetError(f"{self.where}: missing {at}{key!r}")
+            raise DatasetError(f"{self.where}: missing '{at}{key}'")
         value = obj[key]
         if not isinstance(value, kind):
-            raise DatasetError(f"{self.where}: {at}{key!r} should be {_kind_name(kind)}, got {type(value).__name__}")
+            raise DatasetError(f"{self.where}: '{at}{key}' should be {_kind_name(kind)}, got {type(value).__name__}")
         return value
 
     def entity(self, obj: dict, key: str, at: str) -> Entity:

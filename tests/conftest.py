@@ -1,0 +1,41 @@
+"""Shared fixtures for the harness's own tests: tiny models, a cache folder, the published data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = Path(os.environ.get("PITFALLS_DATA", REPO.parent / "shared" / "pitfalls-data"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's cache when set (CI sets it), else one folder for this test session."""
+    from harness.cache import ENV_CACHE_DIR
+
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR])
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def published() -> Path:
+    if not (PUBLISHED / "GPT2-XL").is_dir():
+        pytest.skip(f"published data not found at {PUBLISHED} (set PITFALLS_DATA)")
+    return PUBLISHED
+
+
+@pytest.fixture(scope="session")
+def tiny_loader(cache_dir: Path):
+    """Load a tiny model by name (fresh object each call)."""
+    import torch
+
+    from harness.models import load_model
+
+    def load(name: str = "tiny-gpt2"):
+        return load_model(name, torch.device("cpu"), cache_dir=cache_dir)
+
+    return load

@@ -1,0 +1,100 @@
+"""The metric formulas of docs/METRICS.md: hand-computed numbers and properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness import metrics as M
+
+probability = st.floats(min_value=1e-12, max_value=1.0, allow_nan=False)
+
+
+def test_conflict_scores_are_strict_comparisons():
+    assert M.conflict_score(0.3, 0.2) == 1
+    assert M.conflict_score(0.2, 0.3) == 0
+    assert M.conflict_score(0.2, 0.2) == 0  # a tie is not a win
+
+
+def test_conflict_magnitude_by_hand():
+    assert M.conflict_magnitude(0.8, 0.2) == pytest.approx(0.75)  # (0.8-0.2)/0.8
+    assert M.conflict_magnitude(0.1, 0.15) == pytest.approx(-0.5)
+    assert M.conflict_magnitude(0.1, 0.9) == -1.0  # (0.1-0.9)/0.1 = -8, clipped at -1
+
+
+def test_tied_fact_damage_by_hand():
+    assert M.tied_fact_damage(0.5, 0.1) == pytest.approx(0.8)
+    assert M.tied_fact_damage(0.5, 1.0) == pytest.approx(-1.0)  # TFD is not clipped
+
+
+def test_round_success_by_hand():
+    assert M.round_success(new_m1=0.6, old_m1=0.1, old_m2=0.5, new_m2=0.2) == 1.0
+    assert M.round_success(new_m1=0.6, old_m1=0.1, old_m2=0.1, new_m2=0.2) == 0.5
+    assert M.round_success(new_m1=0.1, old_m1=0.6, old_m2=0.1, new_m2=0.2) == 0.0
+
+
+def test_ignore_and_failure_rate_by_hand():
+    assert M.ignore_rate([0.3, 0.2, 0.1], [0.1, 0.25, 0.05]) == pytest.approx(2 / 3)
+    assert M.failure_rate(2 / 3) == 1
+    assert M.failure_rate(0.5) == 0  # FR needs more than half
+
+
+def test_distortion_by_hand_with_division_by_k():
+    m0 = [0.2, 0.2]  # q = [0.5, 0.5]
+    m2 = [0.3, 0.1]  # p = [0.75, 0.25]
+    p, q = [0.75, 0.25], [0.5, 0.5]
+    m = [0.625, 0.375]
+    kl_pm = 0.75 * math.log(0.75 / 0.625) + 0.25 * math.log(0.25 / 0.375)
+    kl_qm = 0.5 * math.log(0.5 / 0.625) + 0.5 * math.log(0.5 / 0.375)
+    js = (kl_pm + kl_qm) / 2
+    assert M.js_divergence(m0, m2) == pytest.approx(js)
+    assert M.distortion(m0, m2) == pytest.approx(js / 2)  # k = 2 true objects
+    assert p and q  # the normalisation above is what the functions compute
+
+
+def test_distortion_of_three_objects_divides_by_three():
+    m0, m2 = [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]
+    assert M.distortion(m0, m2) == pytest.approx(M.js_divergence(m0, m2) / 3)
+
+
+@given(st.lists(probability, min_size=2, max_size=10), st.lists(probability, min_size=2, max_size=10))
+def test_js_is_symmetric_bounded_and_scale_free(a, b):
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    js = M.js_divergence(a, b)
+    assert 0 <= js <= math.log(2) + 1e-12
+    assert js == pytest.approx(M.js_divergence(b, a), abs=1e-12)
+    assert M.js_divergence(a, [3 * x for x in a]) == pytest.approx(0, abs=1e-12)  # only the shape matters
+    assert M.distortion(a, b) == pytest.approx(js / n)
+
+
+@given(probability, probability)
+def test_conflict_magnitude_never_below_minus_one(m1, m2):
+    cm = M.conflict_magnitude(m1, m2)
+    assert -1 <= cm <= 1
+    assert (cm > 0) == (m2 < m1)
+
+
+@given(st.lists(st.tuples(probability, probability), min_size=1, max_size=12))
+def test_ignore_rate_counts_lowered_objects(pairs):
+    before, after = [p[0] for p in pairs], [p[1] for p in pairs]
+    ir = M.ignore_rate(before, after)
+    assert ir * len(pairs) == pytest.approx(sum(b > a for b, a in pairs))
+    assert M.failure_rate(ir) == (ir > 0.5)
+
+
+@given(st.lists(st.sampled_from([0, 1]), min_size=1, max_size=200))
+def test_binary_aggregate_interval_contains_the_mean(values):
+    agg = M.aggregate("CS_exp", values)
+    assert agg["n"] == len(values)
+    assert agg["low"] - 1e-9 <= agg["value"] <= agg["high"] + 1e-9
+    assert 0 <= agg["low"] and agg["high"] <= 100
+
+
+def test_aggregate_is_in_percent_and_skips_nan():
+    agg = M.aggregate("D", [0.01, 0.03, float("nan")])
+    assert agg["n"] == 2
+    assert agg["value"] == pytest.approx(2.0)

@@ -1,0 +1,47 @@
+"""Batched scoring equals the one-pair-at-a-time computation, whatever the padding side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.scoring import Scorer, encode_completion
+
+PROMPTS = ["The capital of France is", "Zürich is a city in", "{} plays the".format("Lionel Messi"), "The mother of  Maria is"]
+OBJECTS = ["Paris", "Switzerland", "football", "Maria Theresa of Austria", "&"]
+
+
+def unbatched_probability(model, tokenizer, prompt: str, obj: str) -> float:
+    """METRICS.md's formula, written out for one pair with no padding at all."""
+    enc = encode_completion(tokenizer, prompt, obj)
+    ids = torch.tensor([enc.ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    token_lp = [logp[enc.prompt_len + j - 1, enc.ids[enc.prompt_len + j]] for j in range(len(enc.ids) - enc.prompt_len)]
+    return float(torch.exp(torch.stack(token_lp).mean()))
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-gemma3", "tiny-gptj"])
+def test_batched_equals_unbatched_for_both_padding_sides(tiny_loader, name):
+    loaded = tiny_loader(name)
+    expected = np.array([[unbatched_probability(loaded.model, loaded.tokenizer, p, o) for o in OBJECTS] for p in PROMPTS])
+    for side in ("right", "left"):
+        for rows in (64, 3):  # one batch, and several uneven ones
+            got = Scorer(loaded.model, loaded.tokenizer, padding_side=side, max_rows=rows).object_probabilities(PROMPTS, OBJECTS)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0)
+
+
+def test_fact_score_is_the_mean_over_prompts(tiny_loader):
+    loaded = tiny_loader("tiny-gpt2")
+    scorer = Scorer(loaded.model, loaded.tokenizer)
+    table = scorer.object_probabilities(PROMPTS, OBJECTS)
+    assert scorer.fact_scores(PROMPTS, OBJECTS) == pytest.approx(table.mean(axis=0).tolist())
+
+
+def test_completion_tokens_follow_the_prompt(tiny_loader):
+    tok = tiny_loader("tiny-gpt2").tokenizer
+    enc = encode_completion(tok, "The capital of France is", "Paris")
+    assert list(enc.ids[: enc.prompt_len]) == tok("The capital of France is")["input_ids"]
+    assert list(enc.ids[enc.prompt_len :]) == tok(" Paris", add_special_tokens=False)["input_ids"]
