@@ -112,6 +112,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--device {options.device!r}: expected auto, cpu, cuda or cuda:N")
     config.stash[STATE] = PluginState(options)
     if not is_worker(config):
+        if options.dataset_dir:
+            _dataset(config)  # a broken dataset is one usage error line, before any collection
         config.pluginmanager.register(ResultsRecorder(config), "pitfalls-results")
 
 
@@ -172,7 +174,8 @@ def loaded_model(pytestconfig: pytest.Config, run_options: RunOptions):
         cache_dir = Path(run_options.cache_dir) if run_options.cache_dir else default_cache_dir()
         return load_model(run_options.model, device, run_options.dtype, cache_dir)
     except (ModelLoadError, ValueError) as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -191,7 +194,8 @@ def editor(loaded_model, run_options: RunOptions):
     try:
         return make_editor(run_options.editor, loaded_model, settings)
     except (HyperParamsError, CorpusError) as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +221,8 @@ def case_runner(pytestconfig: pytest.Config, editor, loaded_model, run_options: 
         return CaseRunner(editor, Scorer(loaded_model.model, loaded_model.tokenizer), _dataset(pytestconfig),
                           seed=run_options.seed, mle=run_options.mle)
     except ValueError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
@@ -268,10 +273,10 @@ class ResultsRecorder:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.case_log is None:
             return
-        from harness.results import write_summary
+        from harness.results import latest_per_case, read_cases, write_summary
 
         self.case_log.close()
-        records = self.case_log.records
+        records = latest_per_case(read_cases(self.case_log.path))  # a re-used run folder may hold earlier lines
         run_config = next((r["config"] for r in records if r.get("config")), {})
         self.summary = write_summary(self.run_dir, records, run_config)
 

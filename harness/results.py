@@ -63,6 +63,11 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def latest_per_case(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per case id, the last written (a resumed or repeated run appends)."""
+    return list({r.get("case_id"): r for r in records}.values())
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per split: n, pitfall count, and every metric in % with its 95% interval."""
     scored = [r for r in records if r.get("status") == "ok"]

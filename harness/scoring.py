@@ -96,7 +96,8 @@ class Scorer:
     @torch.no_grad()
     def object_probabilities(self, prompts: Sequence[str], objects: Sequence[str]) -> np.ndarray:
         """``P(o | p)`` for every prompt (rows) and object (columns)."""
-        pairs = [self._encode(p, o) for p in prompts for o in objects]
+        labels = [(p, o) for p in prompts for o in objects]
+        pairs = [self._encode(p, o) for p, o in labels]
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         probs = np.empty(len(pairs), dtype=np.float64)
@@ -116,7 +117,9 @@ class Scorer:
             )
             token_logp = torch.log_softmax(logits, dim=-1)[torch.arange(len(targets)), torch.tensor(targets, device=device)]
             if not torch.isfinite(token_logp).all():
-                raise FloatingPointError(f"non-finite log-probabilities while scoring {chunk[0].ids[:8]}...: the model produced NaN/inf")
+                bad = owner[int((~torch.isfinite(token_logp)).nonzero()[0])]
+                prompt, obj = labels[start + bad]
+                raise FloatingPointError(f"the model gave NaN/inf log-probabilities for {obj!r} after {prompt!r}")
             sums = torch.zeros(len(chunk), dtype=torch.float64, device=device).index_add_(
                 0, torch.tensor(owner, device=device), token_logp.double()
             )

