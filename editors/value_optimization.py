@@ -1,0 +1,97 @@
+"""The value optimisation shared by ROME and MEMIT.
+
+Find the vector that, written at the subject's last token of a module's
+output, makes the model say the new object after every context template,
+while keeping "{subject} is a" unchanged (KL) and the change small (weight
+decay and an L2 clamp). ROME optimises the MLP output of its layer; MEMIT
+the residual stream (layer output) of its last layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from editors.representations import subject_last_index
+from harness.datasets import Edit
+from harness.models import LoadedModel
+from harness.nethook import Trace
+from harness.scoring import encode_completion, pad_batch, vocabulary_logits
+
+KL_TEMPLATES = ["{} is a"]
+EARLY_STOP_LOSS = 5e-2
+
+
+@dataclass(frozen=True)
+class ValueObjective:
+    num_steps: int
+    lr: float
+    weight_decay: float
+    kl_factor: float
+    clamp_norm_factor: float
+
+
+def optimize_target(loaded: LoadedModel, edit: Edit, templates: list[str], module_name: str, objective: ValueObjective) -> torch.Tensor:
+    """``v_init + delta``: the module's optimised output at the subject in the plain prompt."""
+    tok, model, device = loaded.tokenizer, loaded.model, loaded.device
+    subject, prompt = edit.subject.label, edit.relation.prompt
+    encoded = encode_completion(tok, prompt.format(subject), edit.new_object.label)
+    target_ids = list(encoded.ids[encoded.prompt_len :])
+
+    rewriting = [t.format(prompt) for t in templates]
+    sequences = [tok(t.format(subject))["input_ids"] + target_ids[:-1] for t in rewriting]
+    sequences += [tok(t.format(subject))["input_ids"] for t in KL_TEMPLATES]
+    lookup = [subject_last_index(tok, t, subject) for t in rewriting + KL_TEMPLATES]
+    ids, mask, _, _ = pad_batch(sequences, tok.pad_token_id, "right", device)
+
+    # Logits needed: each rewriting row's target tokens, and the subject position of the KL rows.
+    rows, cols, targets = [], [], []
+    for row, seq in enumerate(sequences[: len(rewriting)]):
+        prompt_len = len(seq) - len(target_ids) + 1
+        for j, token in enumerate(target_ids):
+            rows.append(row)
+            cols.append(prompt_len - 1 + j)
+            targets.append(token)
+    all_rows = torch.tensor(rows + list(range(len(rewriting), len(sequences))), device=device)
+    all_cols = torch.tensor(cols + lookup[len(rewriting) :], device=device)
+    target_tensor = torch.tensor(targets, device=device)
+    row_of_target = torch.tensor(rows, device=device)
+    lookup_tensor = torch.tensor(lookup, device=device)
+    batch_rows = torch.arange(len(sequences), device=device)
+
+    delta = torch.zeros(model.config.get_text_config().hidden_size, device=device, requires_grad=True)
+    state: dict[str, torch.Tensor] = {}
+
+    def add_delta(output: torch.Tensor, _name: str) -> torch.Tensor:
+        if "init" not in state:  # recorded on the plain prompt (template "{}" comes first)
+            state["init"] = output[0, lookup[0]].detach().float().clone()
+        output = output.clone()
+        output[batch_rows, lookup_tensor] += delta.to(output.dtype)
+        return output
+
+    optimizer = torch.optim.Adam([delta], lr=objective.lr)
+    kl_init = None
+    for step in range(objective.num_steps):
+        optimizer.zero_grad()
+        with Trace(model, module_name, retain_output=False, edit_output=add_delta):
+            log_probs = torch.log_softmax(vocabulary_logits(model, ids, mask, all_rows, all_cols), dim=-1)
+        token_lp = log_probs[: len(targets)][torch.arange(len(targets), device=device), target_tensor]
+        nll = (-torch.zeros(len(rewriting), device=device).index_add(0, row_of_target, token_lp) / len(target_ids)).mean()
+        kl_lp = log_probs[len(targets) :]
+        if kl_init is None:
+            kl_init = kl_lp.detach().clone()
+        kl = objective.kl_factor * torch.nn.functional.kl_div(kl_init, kl_lp, log_target=True, reduction="batchmean")
+        decay = objective.weight_decay * (delta.norm() / state["init"].norm() ** 2)
+        loss = nll + kl + decay
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss while optimising the value for {edit.describe()}")
+        if loss.item() < EARLY_STOP_LOSS or step == objective.num_steps - 1:
+            break
+        loss.backward()
+        optimizer.step()
+        max_norm = objective.clamp_norm_factor * state["init"].norm()
+        if delta.norm() > max_norm:
+            with torch.no_grad():
+                delta[...] = delta * max_norm / delta.norm()
+    return state["init"] + delta.detach()
