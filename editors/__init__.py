@@ -10,6 +10,8 @@ from harness.models import LoadedModel
 # name -> "module:class"; imported only when chosen, so an editor's cost is paid only by its users.
 EDITORS = {
     "rome": "editors.rome:ROME",
+    "memit": "editors.memit:MEMIT",
+    "ft": "editors.ft:FT",
 }
 
 

@@ -60,14 +60,21 @@ def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus,
     return {"sum_kkT": moment.cpu(), "count": torch.tensor(count)}
 
 
-def inverse_second_moment(
+def second_moment(
     loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int, dtype: torch.dtype, cache_dir: Path
 ) -> torch.Tensor:
-    """``C^-1`` on the model's device, from the cached statistics."""
+    """``C = E[k k^T]`` (in ``dtype``, on the model's device), from the cached statistics."""
     key = f"{loaded.fingerprint}-{module_name}-{corpus.digest}-{max_tokens}-{max_samples}"
     stats = cached_tensors(
         cache_dir / "stats" / f"{key}.pt",
         lambda: collect_second_moment(loaded, module_name, corpus, max_tokens, max_samples),
     )
-    moment = (stats["sum_kkT"] / stats["count"].double()).to(dtype)
-    return torch.linalg.inv(moment.double()).to(torch.float32).to(loaded.device)
+    return (stats["sum_kkT"] / stats["count"].double()).to(dtype).to(loaded.device)
+
+
+def inverse_second_moment(
+    loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int, dtype: torch.dtype, cache_dir: Path
+) -> torch.Tensor:
+    """``C^-1`` (float32) on the model's device."""
+    moment = second_moment(loaded, module_name, corpus, max_tokens, max_samples, dtype, cache_dir)
+    return torch.linalg.inv(moment.double()).to(torch.float32)

@@ -1,0 +1,100 @@
+"""FT: constrained fine-tuning, the paper's (and ROME's) fine-tuning baseline.
+
+Adam on the parameters of one MLP output projection per listed layer, the
+loss taken at the last prompt token (every token of the new object is
+scored there, as in the reference), and after each step every updated
+weight is clamped to within ``norm_constraint`` of its original value (an
+L-infinity box). Edits of a batch are fine-tuned together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from editors.base import Editor, EditorSettings, keep_originals
+from editors.hparams import HyperParamsError, as_dict, check_modules, find_hparams_file, load_hparams
+from harness.datasets import Edit
+from harness.models import LoadedModel
+from harness.nethook import get_module
+from harness.scoring import encode_completion, pad_batch, vocabulary_logits
+
+EARLY_STOP_LOSS = 1e-2
+
+
+@dataclass(frozen=True)
+class FTHyperParams:
+    layers: list[int]
+    num_steps: int
+    lr: float
+    weight_decay: float
+    norm_constraint: float
+    rewrite_module_tmp: str
+    batch_size: int
+
+
+class FT(Editor):
+    name = "ft"
+    supports_batch = True
+
+    def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
+        super().__init__(loaded, settings)
+        self.hparams_path = settings.hparams_file or find_hparams_file("ft", [loaded.hparams_key, loaded.family])
+        self.hparams = load_hparams(FTHyperParams, self.hparams_path)
+        if self.hparams.norm_constraint <= 0 or self.hparams.num_steps < 1:
+            raise HyperParamsError(f"{self.hparams_path}: norm_constraint must be > 0 and num_steps >= 1")
+        check_modules(self.hparams_path, loaded.model, {"rewrite_module_tmp": self.hparams.rewrite_module_tmp}, self.hparams.layers)
+
+    def describe(self) -> dict[str, Any]:
+        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams)}
+
+    def _parameters(self) -> dict[str, torch.nn.Parameter]:
+        params = {}
+        for layer in self.hparams.layers:
+            module_name = self.hparams.rewrite_module_tmp.format(layer)
+            for name, param in get_module(self.loaded.model, module_name).named_parameters():
+                params[f"{module_name}.{name}"] = param
+        return params
+
+    def apply(self, edits: Sequence[Edit]) -> dict[str, torch.Tensor]:
+        hp, model, tok, device = self.hparams, self.loaded.model, self.loaded.tokenizer, self.loaded.device
+        params = self._parameters()
+        originals: dict[str, torch.Tensor] = {}
+        keep_originals(model, list(params), originals)
+        low = {n: originals[n] - hp.norm_constraint for n in params}
+        high = {n: originals[n] + hp.norm_constraint for n in params}
+        examples = []
+        for edit in edits:
+            encoded = encode_completion(tok, edit.relation.prompt.format(edit.subject.label), edit.new_object.label)
+            examples.append((list(encoded.ids[: encoded.prompt_len]), list(encoded.ids[encoded.prompt_len :])))
+        for param in params.values():
+            param.requires_grad_(True)
+        try:
+            optimizer = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
+            for _step in range(hp.num_steps):
+                losses = []
+                for start in range(0, len(examples), hp.batch_size):
+                    batch = examples[start : start + hp.batch_size]
+                    ids, mask, _, _ = pad_batch([p for p, _ in batch], tok.pad_token_id, "right", device)
+                    last = torch.tensor([len(p) - 1 for p, _ in batch], device=device)
+                    optimizer.zero_grad()
+                    log_probs = torch.log_softmax(vocabulary_logits(model, ids, mask, torch.arange(len(batch), device=device), last), -1)
+                    per_edit = torch.stack([-log_probs[row, torch.tensor(t, device=device)].mean() for row, (_, t) in enumerate(batch)])
+                    loss = per_edit.mean()
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"FT: non-finite loss for {edits[0].describe()}")
+                    loss.backward()
+                    optimizer.step()
+                    with torch.no_grad():
+                        for name, param in params.items():
+                            param.copy_(torch.maximum(torch.minimum(param, high[name]), low[name]))
+                    losses.append(loss.item())
+                if sum(losses) / len(losses) < EARLY_STOP_LOSS:
+                    break
+        finally:
+            for param in params.values():
+                param.requires_grad_(False)
+        return originals

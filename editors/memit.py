@@ -1,0 +1,168 @@
+"""MEMIT: Mass-Editing Memory in a Transformer (Meng et al., 2023), as in the original code.
+
+For a batch of edits:
+
+1. ``z_i``: for each edit, the residual stream (output of layer ``L = layers[-1]``)
+   at the subject's last token, optimised like ROME's value so the model says
+   the new object (editors/value_optimization.py);
+2. for each layer ``l`` in ``layers``, in order: keys ``K`` (the MLP output
+   projection's inputs at the subjects, averaged over context templates), the
+   residual ``R = (Z - current z) / (layers left)``, and the least-squares update
+   ``dW = R K^T (lambda C + K K^T)^-1`` with ``C`` the keys' second moment and
+   ``lambda = mom2_update_weight``. Later layers see the earlier layers' updates.
+
+Gemma-3 normalises the MLP output (``post_feedforward_layernorm``) before it
+joins the residual stream, so a residual-stream change is not an MLP-output
+change. With ``post_mlp_norm_tmp`` set, the wanted residual change is mapped
+back through that RMS norm (scale-invariant: the MLP output keeps its RMS and
+takes the direction that the norm turns into the wanted output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from editors.base import Editor, EditorSettings, keep_originals
+from editors.context_templates import context_templates
+from editors.corpus import load_corpus
+from editors.hparams import HyperParamsError, as_dict, check_modules, find_hparams_file, load_hparams
+from editors.representations import module_io_at, subject_io, subject_last_index, weight_update
+from editors.second_moment import second_moment
+from editors.value_optimization import ValueObjective, optimize_target
+from harness.datasets import Edit
+from harness.models import LoadedModel
+from harness.nethook import get_module
+
+MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class MEMITHyperParams:
+    layers: list[int]
+    layer_selection: str
+    fact_token: str
+    v_num_grad_steps: int
+    v_lr: float
+    v_loss_layer: int
+    v_weight_decay: float
+    clamp_norm_factor: float
+    kl_factor: float
+    mom2_adjustment: bool
+    mom2_update_weight: float
+    rewrite_module_tmp: str
+    layer_module_tmp: str
+    mom2_dataset: str
+    mom2_n_samples: int
+    mom2_dtype: str
+    context_template_length_params: list[list[int]]
+    context_template_starts: list[str]
+    post_mlp_norm_tmp: str = ""  # Gemma-3: the norm between the MLP output and the residual stream
+    post_mlp_norm_ridge: float = 0.01  # regularises the mapping through that norm (see through_rms_norm)
+
+
+def check_memit_hparams(path: Any, hp: MEMITHyperParams, loaded: LoadedModel) -> None:
+    last = loaded.num_layers - 1
+    if hp.fact_token != "subject_last" or hp.layer_selection != "all":
+        raise HyperParamsError(f"{path}: only fact_token 'subject_last' and layer_selection 'all' are supported")
+    if hp.v_loss_layer not in (last, -1):
+        raise HyperParamsError(f"{path}: v_loss_layer {hp.v_loss_layer}: must be the last layer ({last}) or -1")
+    if not hp.layers or any(not 0 <= layer <= last for layer in hp.layers) or hp.layers != sorted(hp.layers):
+        raise HyperParamsError(f"{path}: layers {hp.layers} must be increasing and inside 0..{last}")
+    if hp.mom2_dtype not in MOM2_DTYPES:
+        raise HyperParamsError(f"{path}: mom2_dtype {hp.mom2_dtype!r}: expected one of {', '.join(MOM2_DTYPES)}")
+    templates = {"rewrite_module_tmp": hp.rewrite_module_tmp, "layer_module_tmp": hp.layer_module_tmp}
+    if hp.post_mlp_norm_tmp:
+        templates["post_mlp_norm_tmp"] = hp.post_mlp_norm_tmp
+    check_modules(path, loaded.model, templates, hp.layers)
+
+
+def through_rms_norm(norm: torch.nn.Module, mlp_out: torch.Tensor, wanted_change: torch.Tensor, ridge: float) -> torch.Tensor:
+    """The MLP-output change whose normalised output moves by about ``wanted_change``.
+
+    An RMS norm is ``y = g * x / r`` with ``r = rms(x)`` (``g`` is read off as
+    ``norm(ones)``). Linearised, a change ``dx`` moves ``y`` by ``g / r * dx``
+    (less its radial part, which the norm removes). Dimensions with a tiny gain
+    would need huge changes that the next normalisation undoes, so the
+    least-squares solution is ridge-regularised:
+    ``dx = r * g * dy / (g^2 + ridge * mean(g^2))``, then made orthogonal to ``x``.
+    """
+    with torch.no_grad():
+        x = mlp_out.float()
+        gain = norm(torch.ones_like(x[:1])).float()[0]
+        r = x.pow(2).mean(-1, keepdim=True).sqrt()
+        dx = r * gain * wanted_change / (gain.pow(2) + ridge * gain.pow(2).mean())
+        unit = x / x.norm(dim=-1, keepdim=True)
+        return dx - (dx * unit).sum(-1, keepdim=True) * unit
+
+
+class MEMIT(Editor):
+    name = "memit"
+    supports_batch = True
+
+    def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
+        super().__init__(loaded, settings)
+        self.hparams_path = settings.hparams_file or find_hparams_file("memit", [loaded.hparams_key, loaded.family])
+        self.hparams = load_hparams(MEMITHyperParams, self.hparams_path)
+        check_memit_hparams(self.hparams_path, self.hparams, loaded)
+        self._templates: list[str] | None = None
+        self._cov: dict[str, torch.Tensor] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams),
+                "stats_corpus": self.settings.stats_corpus, "stats_tokens": self.settings.stats_tokens}
+
+    def context_templates(self) -> list[str]:
+        if self._templates is None:
+            hp = self.hparams
+            self._templates = context_templates(self.loaded, hp.context_template_length_params, self.settings.seed,
+                                                self.settings.cache_dir, hp.context_template_starts)
+        return self._templates
+
+    def covariance(self, module_name: str) -> torch.Tensor:
+        if module_name not in self._cov:
+            self._cov[module_name] = second_moment(
+                self.loaded, module_name, load_corpus(self.settings.stats_corpus), self.settings.stats_tokens,
+                self.hparams.mom2_n_samples, MOM2_DTYPES[self.hparams.mom2_dtype], self.settings.cache_dir,
+            )
+        return self._cov[module_name]
+
+    def _subject_outputs(self, edits: Sequence[Edit], module_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and output of ``module_name`` at each edit's subject in its plain prompt (rows = edits)."""
+        prompts = [e.relation.prompt for e in edits]
+        return module_io_at(self.loaded, [p.format(e.subject.label) for p, e in zip(prompts, edits)], module_name,
+                            [subject_last_index(self.loaded.tokenizer, p, e.subject.label) for p, e in zip(prompts, edits)])
+
+    def apply(self, edits: Sequence[Edit]) -> dict[str, torch.Tensor]:
+        hp, model = self.hparams, self.loaded.model
+        templates = self.context_templates()
+        z_module = hp.layer_module_tmp.format(hp.layers[-1])
+        objective = ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
+        zs = torch.stack([optimize_target(self.loaded, e, templates, z_module, objective) for e in edits], dim=1)
+
+        originals: dict[str, torch.Tensor] = {}
+        keep_originals(model, [f"{hp.rewrite_module_tmp.format(layer)}.weight" for layer in hp.layers], originals)
+        for i, layer in enumerate(hp.layers):
+            module_name = hp.rewrite_module_tmp.format(layer)
+            keys = torch.stack([
+                subject_io(self.loaded, [t.format(e.relation.prompt) for t in templates], e.subject.label, module_name)[0].mean(0)
+                for e in edits
+            ], dim=1).double()  # (in, n)
+            _, current_z = self._subject_outputs(edits, z_module)
+            residual = (zs - current_z.T).double() / (len(hp.layers) - i)  # (hidden, n)
+            if hp.post_mlp_norm_tmp:
+                _, mlp_out = self._subject_outputs(edits, module_name)
+                norm = get_module(model, hp.post_mlp_norm_tmp.format(layer))
+                residual = through_rms_norm(norm, mlp_out, residual.T.float(), hp.post_mlp_norm_ridge).T.double()
+            cov = self.covariance(module_name).double()
+            adjusted_keys = torch.linalg.solve(hp.mom2_update_weight * cov + keys @ keys.T, keys)  # (in, n)
+            update = residual @ adjusted_keys.T  # (out, in)
+            module = get_module(model, module_name)
+            if not torch.isfinite(update).all():
+                raise FloatingPointError(f"MEMIT: non-finite update at {module_name} for {edits[0].describe()}")
+            with torch.no_grad():
+                module.weight += weight_update(module, update).to(module.weight.dtype)
+        return originals
