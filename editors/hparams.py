@@ -84,3 +84,16 @@ def check_modules(path: Path | str, model: torch.nn.Module, templates: dict[str,
 def as_dict(hparams: Any) -> dict[str, Any]:
     """For results files: the hyper-parameters that were used."""
     return dataclasses.asdict(hparams)
+
+
+def check_value_hparams(path: Path | str, hp: Any, num_layers: int, dtypes: dict[str, Any]) -> None:
+    """Checks shared by ROME and MEMIT: the loss layer, the layer range, the statistics dtype."""
+    last = num_layers - 1
+    if hp.fact_token != "subject_last":
+        raise HyperParamsError(f"{path}: fact_token {hp.fact_token!r}: only 'subject_last' is supported")
+    if hp.v_loss_layer not in (last, -1):
+        raise HyperParamsError(f"{path}: v_loss_layer {hp.v_loss_layer}: must be the last layer ({last}) or -1")
+    if not hp.layers or any(not 0 <= layer <= last for layer in hp.layers) or hp.layers != sorted(hp.layers):
+        raise HyperParamsError(f"{path}: layers {hp.layers} must be increasing and inside 0..{last}")
+    if hp.mom2_dtype not in dtypes:
+        raise HyperParamsError(f"{path}: mom2_dtype {hp.mom2_dtype!r}: expected one of {', '.join(dtypes)}")

@@ -29,16 +29,13 @@ import torch
 from editors.base import Editor, EditorSettings, keep_originals
 from editors.context_templates import context_templates
 from editors.corpus import load_corpus
-from editors.hparams import HyperParamsError, as_dict, check_modules, find_hparams_file, load_hparams
+from editors.hparams import HyperParamsError, as_dict, check_modules, check_value_hparams, find_hparams_file, load_hparams
 from editors.representations import module_io_at, subject_io, subject_last_index, weight_update
-from editors.second_moment import second_moment
+from editors.second_moment import MOM2_DTYPES, second_moment
 from editors.value_optimization import ValueObjective, optimize_target
 from harness.datasets import Edit
 from harness.models import LoadedModel
 from harness.nethook import get_module
-
-MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 @dataclass(frozen=True)
 class MEMITHyperParams:
@@ -65,15 +62,9 @@ class MEMITHyperParams:
 
 
 def check_memit_hparams(path: Any, hp: MEMITHyperParams, loaded: LoadedModel) -> None:
-    last = loaded.num_layers - 1
-    if hp.fact_token != "subject_last" or hp.layer_selection != "all":
-        raise HyperParamsError(f"{path}: only fact_token 'subject_last' and layer_selection 'all' are supported")
-    if hp.v_loss_layer not in (last, -1):
-        raise HyperParamsError(f"{path}: v_loss_layer {hp.v_loss_layer}: must be the last layer ({last}) or -1")
-    if not hp.layers or any(not 0 <= layer <= last for layer in hp.layers) or hp.layers != sorted(hp.layers):
-        raise HyperParamsError(f"{path}: layers {hp.layers} must be increasing and inside 0..{last}")
-    if hp.mom2_dtype not in MOM2_DTYPES:
-        raise HyperParamsError(f"{path}: mom2_dtype {hp.mom2_dtype!r}: expected one of {', '.join(MOM2_DTYPES)}")
+    check_value_hparams(path, hp, loaded.num_layers, MOM2_DTYPES)
+    if hp.layer_selection != "all":
+        raise HyperParamsError(f"{path}: layer_selection {hp.layer_selection!r}: only 'all' is supported")
     templates = {"rewrite_module_tmp": hp.rewrite_module_tmp, "layer_module_tmp": hp.layer_module_tmp}
     if hp.post_mlp_norm_tmp:
         templates["post_mlp_norm_tmp"] = hp.post_mlp_norm_tmp

@@ -26,16 +26,13 @@ import torch
 from editors.base import Editor, EditorSettings, keep_originals
 from editors.context_templates import context_templates
 from editors.corpus import load_corpus
-from editors.hparams import HyperParamsError, as_dict, check_modules, find_hparams_file, load_hparams
+from editors.hparams import as_dict, check_modules, check_value_hparams, find_hparams_file, load_hparams
 from editors.representations import subject_io, weight_update
-from editors.second_moment import inverse_second_moment
+from editors.second_moment import MOM2_DTYPES, inverse_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
 from harness.datasets import Edit
 from harness.models import LoadedModel
 from harness.nethook import get_module
-
-MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 @dataclass(frozen=True)
 class ROMEHyperParams:
@@ -61,15 +58,7 @@ def hparams_keys(loaded: LoadedModel) -> list[str]:
 
 
 def check_rome_hparams(path: Any, hp: ROMEHyperParams, loaded: LoadedModel) -> None:
-    last = loaded.num_layers - 1
-    if hp.fact_token != "subject_last":
-        raise HyperParamsError(f"{path}: fact_token {hp.fact_token!r}: only 'subject_last' is supported")
-    if hp.v_loss_layer not in (last, -1):
-        raise HyperParamsError(f"{path}: v_loss_layer {hp.v_loss_layer}: must be the last layer ({last}) or -1")
-    if any(not 0 <= layer <= last for layer in hp.layers):
-        raise HyperParamsError(f"{path}: layers {hp.layers} outside 0..{last}")
-    if hp.mom2_dtype not in MOM2_DTYPES:
-        raise HyperParamsError(f"{path}: mom2_dtype {hp.mom2_dtype!r}: expected one of {', '.join(MOM2_DTYPES)}")
+    check_value_hparams(path, hp, loaded.num_layers, MOM2_DTYPES)
     check_modules(path, loaded.model, {"rewrite_module_tmp": hp.rewrite_module_tmp}, hp.layers)
 
 

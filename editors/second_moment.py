@@ -18,6 +18,7 @@ from harness.models import LoadedModel
 from harness.nethook import Trace
 
 CHUNK_TOKENS = 128  # tokens per text sample
+MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # hparams' mom2_dtype
 BATCH = 16
 
 

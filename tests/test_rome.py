@@ -13,7 +13,7 @@ from editors import UnknownEditorError, make_editor
 from editors.base import EditorSettings
 from editors.hparams import HyperParamsError
 from editors.representations import subject_last_index
-from harness.datasets import Edit, Entity, Relation, load_dataset, prompt_set
+from harness.datasets import Edit, Entity, Relation, load_dataset
 from harness.restore import undone_after
 from harness.runner import CaseRunner
 from harness.scoring import Scorer
