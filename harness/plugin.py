@@ -96,6 +96,15 @@ def worker_index(config: pytest.Config) -> int | None:
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
 
 
+def share_cpu_threads() -> None:
+    """Under ``-n N`` split the CPU cores between the workers: N processes each using every core slow each other down."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -111,6 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if options.device not in ("auto", "cpu", "cuda") and not options.device.startswith("cuda:"):
         raise pytest.UsageError(f"--device {options.device!r}: expected auto, cpu, cuda or cuda:N")
     config.stash[STATE] = PluginState(options)
+    share_cpu_threads()
     if not is_worker(config):
         if options.dataset_dir:
             _dataset(config)  # a broken dataset is one usage error line, before any collection
