@@ -25,10 +25,9 @@ import torch
 
 from editors.base import Editor, EditorSettings, keep_originals
 from editors.context_templates import context_templates
-from editors.corpus import load_corpus
 from editors.hparams import as_dict, check_modules, check_value_hparams, find_hparams_file, load_hparams
 from editors.representations import subject_io, weight_update
-from editors.second_moment import MOM2_DTYPES, inverse_second_moment
+from editors.second_moment import MOM2_DTYPES, editor_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
 from harness.datasets import Edit
 from harness.models import LoadedModel
@@ -92,10 +91,8 @@ class ROME(Editor):
 
     def inverse_covariance(self, module_name: str) -> torch.Tensor:
         if module_name not in self._inv_cov:
-            self._inv_cov[module_name] = inverse_second_moment(
-                self.loaded, module_name, load_corpus(self.settings.stats_corpus), self.settings.stats_tokens,
-                self.hparams.mom2_n_samples, MOM2_DTYPES[self.hparams.mom2_dtype], self.settings.cache_dir,
-            )
+            moment = editor_second_moment(self.loaded, self.settings, module_name, self.hparams.mom2_n_samples, self.hparams.mom2_dtype)
+            self._inv_cov[module_name] = torch.linalg.inv(moment.double()).to(torch.float32)
         return self._inv_cov[module_name]
 
     # Editing ---------------------------------------------------------------------

@@ -9,13 +9,17 @@ module, so later layers cost nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from editors.corpus import Corpus
+from editors.corpus import Corpus, load_corpus
 from harness.cache import cached_tensors
 from harness.models import LoadedModel
 from harness.nethook import Trace
+
+if TYPE_CHECKING:
+    from editors.base import EditorSettings
 
 CHUNK_TOKENS = 128  # tokens per text sample
 MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # hparams' mom2_dtype
@@ -73,9 +77,7 @@ def second_moment(
     return (stats["sum_kkT"] / stats["count"].double()).to(dtype).to(loaded.device)
 
 
-def inverse_second_moment(
-    loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int, dtype: torch.dtype, cache_dir: Path
-) -> torch.Tensor:
-    """``C^-1`` (float32) on the model's device."""
-    moment = second_moment(loaded, module_name, corpus, max_tokens, max_samples, dtype, cache_dir)
-    return torch.linalg.inv(moment.double()).to(torch.float32)
+def editor_second_moment(loaded: LoadedModel, settings: "EditorSettings", module_name: str, max_samples: int, dtype_name: str) -> torch.Tensor:
+    """``C`` for an editor: its settings name the corpus and token budget, its hyper-parameters the rest."""
+    return second_moment(loaded, module_name, load_corpus(settings.stats_corpus), settings.stats_tokens, max_samples,
+                         MOM2_DTYPES[dtype_name], settings.cache_dir)
