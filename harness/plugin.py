@@ -133,6 +133,7 @@ class PluginState:
 
     options: RunOptions
     dataset: Dataset | None = None
+    dataset_root: str | None = None  # --dataset-dir, or the generated default dataset's folder
 
 
 STATE = pytest.StashKey[PluginState]()
@@ -141,13 +142,19 @@ STATE = pytest.StashKey[PluginState]()
 def _dataset(config: pytest.Config) -> Dataset:
     state = config.stash[STATE]
     if state.dataset is None:
-        if not state.options.dataset_dir:
-            raise pytest.UsageError("--dataset-dir is required: the folder of ConflictEdit/RoundEdit files to run")
         try:
-            state.dataset = load_dataset(state.options.dataset_dir, limit=state.options.limit)
+            state.dataset_root = state.options.dataset_dir or str(_default_dataset(state.options))
+            state.dataset = load_dataset(state.dataset_root, limit=state.options.limit)
         except DatasetError as exc:
             raise pytest.UsageError(str(exc)) from None
     return state.dataset
+
+
+def _default_dataset(options: RunOptions) -> Path:
+    """Without --dataset-dir: the geography dataset generated from pyworldatlas (cached; see harness/generate.py)."""
+    from harness.generate import default_dataset_dir
+
+    return default_dataset_dir(Path(options.cache_dir) if options.cache_dir else None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -209,7 +216,7 @@ def editor(loaded_model, run_options: RunOptions):
 
 
 @pytest.fixture(scope="session")
-def run_config(loaded_model, editor, run_options: RunOptions) -> dict[str, Any]:
+def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: RunOptions) -> dict[str, Any]:
     """The whole configuration, echoed in every case record and in the summary."""
     from harness.results import git_commit, versions
 
@@ -217,7 +224,7 @@ def run_config(loaded_model, editor, run_options: RunOptions) -> dict[str, Any]:
         "model": run_options.model, "model_family": loaded_model.family, "model_fingerprint": loaded_model.fingerprint,
         "device": str(loaded_model.device), "dtype": run_options.dtype,
         "editor": f"{editor.name}+MLE" if run_options.mle else editor.name, **editor.describe(),
-        "seed": run_options.seed, "mle": run_options.mle, "dataset_dir": run_options.dataset_dir, "limit": run_options.limit,
+        "seed": run_options.seed, "mle": run_options.mle, "dataset_dir": pytestconfig.stash[STATE].dataset_root, "limit": run_options.limit,
         "versions": versions(), "git_commit": git_commit(Path(__file__).parent),
     }
 
@@ -262,6 +269,9 @@ class ResultsRecorder:
         self.case_log: Any = None
         self.run_dir: Path | None = None
         self.summary: dict[str, Any] | None = None
+        self.report: Path | None = None
+        self.report_error: str | None = None
+        self.selection_written = False
 
     def _log(self) -> Any:
         from harness.results import CaseLog, run_folder
@@ -271,6 +281,28 @@ class ResultsRecorder:
             self.run_dir = run_folder(Path(o.results_dir), o.run_name, o.editor, o.model, o.mle)
             self.case_log = CaseLog(self.run_dir / "cases.jsonl")
         return self.case_log
+
+    def _write_selection(self, nodeids: list[str]) -> None:
+        """``selection.json``: how many cases of each split were selected, so a report can tell an interrupted run."""
+        case_ids = [c for c in map(_case_id, nodeids) if c]
+        if self.selection_written or not case_ids:
+            return
+        from reports.runs import SELECTION_FILE
+
+        self._log()
+        expected: dict[str, int] = {}
+        for case_id in case_ids:
+            expected[case_id.split("-")[0]] = expected.get(case_id.split("-")[0], 0) + 1
+        (self.run_dir / SELECTION_FILE).write_text(json.dumps({"expected": expected}), encoding="utf-8")
+        self.selection_written = True
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._write_selection([item.nodeid for item in session.items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # Under -n N the controller collects nothing itself; every worker reports the ids it will run (after -k/-m).
+        self._write_selection(ids)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record_json = next((value for key, value in report.user_properties if key == CASE_PROPERTY), None)
@@ -289,6 +321,12 @@ class ResultsRecorder:
         records = latest_per_case(read_cases(self.case_log.path))  # a re-used run folder may hold earlier lines
         run_config = next((r["config"] for r in records if r.get("config")), {})
         self.summary = write_summary(self.run_dir, records, run_config)
+        try:
+            from reports.render import render_report
+
+            self.report = render_report([self.run_dir], self.run_dir / "report.html")
+        except Exception as exc:  # the results are safe on disk; a report problem must not hide them
+            self.report_error = f"{type(exc).__name__}: {exc}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.summary:
@@ -302,6 +340,10 @@ class ResultsRecorder:
         for split, info in self.summary["splits"].items():
             terminalreporter.write_line(f"{split}: {info['n']} cases, {info['pitfalls']} with the pitfall, {info['errors']} errors")
         terminalreporter.write_line(f"results: {self.run_dir / 'cases.jsonl'}  summary: {self.run_dir / 'summary.json'}")
+        if self.report:
+            terminalreporter.write_line(f"report: {self.report}")
+        elif self.report_error:
+            terminalreporter.write_line(f"report not written: {self.report_error}")
 
 
 def _case_id(nodeid: str) -> str | None:

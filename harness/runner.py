@@ -47,6 +47,7 @@ class CaseOutcome:
     benchmark: str  # conflict | round
     split: str
     index: int
+    group: str  # the rule (reverse, composite) or relation id (coverage, round): the report's breakdown
     seed: int
     scores: dict[str, Any]  # raw scores every metric was computed from
     metrics: dict[str, float]
@@ -59,6 +60,12 @@ class CaseOutcome:
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def case_group(case: Case) -> str:
+    if isinstance(case, RoundCase):
+        return case.edit.relation.id
+    return case.rule or case.edits[0].relation.id
 
 
 def case_seed(base_seed: int, case_id: str) -> int:
@@ -111,7 +118,7 @@ class CaseRunner:
         pitfall = values[metric] == failing
         message = describe_pitfall(case.split, metric, values, scores) if pitfall else ""
         return CaseOutcome(
-            case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, seed=seed,
+            case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case_group(case), seed=seed,
             scores=scores, metrics=values, pitfall=pitfall, pitfall_message=message,
             seconds_edit=round(self._edit_seconds, 3), seconds_eval=round(self._eval_seconds, 3),
             edits=self._applied, notes=notes,

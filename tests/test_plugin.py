@@ -72,6 +72,15 @@ def test_summary_has_every_metric_of_every_split_and_the_table(tiny_run):
         assert column in proc.stdout
 
 
+def test_every_run_renders_its_report_and_records_its_selection(tiny_run):
+    proc, run_dir = tiny_run
+    assert f"report: {run_dir / 'report.html'}" in proc.stdout
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Every case" in html and all(f">{split}<" in html for split in ("coverage", "reverse", "composite", "easy", "hard"))
+    assert json.loads((run_dir / "selection.json").read_text())["expected"] == {s: 1 for s in ("coverage", "reverse", "composite", "easy", "hard")}
+    assert "is incomplete" not in html
+
+
 def test_k_and_m_select_cases(published: Path, cache_dir: Path):
     base = ["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "3", "--collect-only", "-q"]
     by_k = run_pytest([*base, "-k", "reverse"], cache_dir).stdout
@@ -82,6 +91,19 @@ def test_k_and_m_select_cases(published: Path, cache_dir: Path):
     assert len(ids) == 6 and all("[easy-" in ln or "[hard-" in ln for ln in ids)
     by_rule = run_pytest([*base, "-k", "P800-P170"], cache_dir).stdout
     assert [ln for ln in by_rule.splitlines() if "::" in ln] and all("P800-P170" in ln for ln in by_rule.splitlines() if "::" in ln)
+
+
+def test_without_dataset_dir_the_generated_geography_dataset_runs(cache_dir: Path, tmp_path: Path):
+    proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--limit", "1", "--results-dir", str(tmp_path), "--run-name", "geo",
+                       "--stats-tokens", "5000", "--record-only", "-n", "2"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    done = records(tmp_path / "geo" / "cases.jsonl")
+    assert sorted(r["split"] for r in done) == ["composite", "coverage", "easy", "hard", "reverse"]
+    summary = json.loads((tmp_path / "geo" / "summary.json").read_text(encoding="utf-8"))
+    assert "geography" in summary["config"]["dataset_dir"]
+    selection = json.loads((tmp_path / "geo" / "selection.json").read_text())  # written by the controller under -n 2
+    assert selection["expected"] == {s: 1 for s in ("coverage", "reverse", "composite", "easy", "hard")}
+    assert any(r["case_id"].startswith("easy-0000-P47-") or r["case_id"].startswith("easy-0000-P37-") for r in done)
 
 
 def test_two_workers_give_the_same_numbers(tiny_run, published: Path, cache_dir: Path, tmp_path: Path):

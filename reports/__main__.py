@@ -1,0 +1,29 @@
+"""``python -m reports RUN_DIR [RUN_DIR ...] [-o FILE]``: one HTML report of several runs, grouped by model and editor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reports.render import render_report
+from reports.runs import RunFolderError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
+    parser.add_argument("runs", nargs="+", help="run folders (each holds cases.jsonl)")
+    parser.add_argument("-o", "--output", help="HTML file to write (default: report.html in the run folder, or here for several runs)")
+    args = parser.parse_args(argv)
+    out = Path(args.output) if args.output else (Path(args.runs[0]) / "report.html" if len(args.runs) == 1 else Path("report.html"))
+    try:
+        path = render_report(args.runs, out)
+    except RunFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The HTML report: rendered from small results folders, loaded in headless Chromium, numbers and escaping checked."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from harness.results import summarize, write_summary
+from reports.charts import Series, bar_chart
+from reports.render import render_report
+from reports.runs import SELECTION_FILE, RunFolderError, load_run
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NASTY = '<script>alert("x")</script> {{ braces }} "quotes" & Zürich 東京'
+
+
+def case_record(split: str, index: int, pitfall: bool, metrics: dict, config: dict, group: str = "P36") -> dict:
+    scores = ({"true_objects": ["Paris", NASTY], "new_object": "Lyon", "m0_true": [0.5, 0.2], "m1_new": 0.7, "m1_old": 0.1,
+               "m2_true": [0.6, 0.1], "m2_new": 0.05, "m0_new": 0.01}
+              if split in ("easy", "hard") else {"m1_e1_new": 0.8, "m2_e1_new": 0.2, "m2_e2_new": 0.9})
+    return {"status": "ok", "case_id": f"{split}-{index:04d}-{group}-{'zurich' if index else 'x'}", "benchmark": "round"
+            if split in ("easy", "hard") else "conflict", "split": split, "index": index, "group": group, "seed": index,
+            "scores": scores, "metrics": metrics, "pitfall": pitfall, "pitfall_message": "CS_imp = 0" if pitfall else "",
+            "seconds_edit": 1.5, "seconds_eval": 0.5, "edits": [f"The capital of {NASTY} is [Paris -> Lyon]"],
+            "notes": [], "config": config}
+
+
+def write_run(folder: Path, editor: str, records: list[dict], expected: dict[str, int], finished: bool) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "cases.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    (folder / SELECTION_FILE).write_text(json.dumps({"expected": expected}), encoding="utf-8")
+    if finished:
+        write_summary(folder, records, records[0]["config"])
+    return folder
+
+
+@pytest.fixture()
+def runs(tmp_path: Path) -> list[Path]:
+    config = lambda editor: {"model": "openai-community/gpt2-xl", "editor": editor, "seed": 0, "hparams": {"layers": [17]},  # noqa: E731
+                             "versions": {"torch": "2.13.0"}, "git_commit": "abc123"}
+    rome = [case_record("coverage", i, False, {"Succ": 1, "CS_exp": 1, "CM": 0.9 - 0.1 * i}, config("rome")) for i in range(3)]
+    rome += [case_record("reverse", i, True, {"Succ": 1, "CS_exp": 1, "CS_imp": 0, "CM": 0.05}, config("rome"), "P36>P1376") for i in range(2)]
+    rome += [case_record("easy", i, i == 0, {"Succ": 1.0, "D": 0.02 * (i + 1), "IR": 0.5, "FR": int(i == 0), "JS": 0.1}, config("rome"), "P47")
+             for i in range(4)]
+    memit = [case_record("coverage", i, i == 1, {"Succ": 1, "CS_exp": int(i != 1), "CM": 0.5}, config("memit")) for i in range(2)]
+    return [write_run(tmp_path / "rome-run", "rome", rome, {"coverage": 3, "reverse": 2, "easy": 4}, finished=True),
+            write_run(tmp_path / "memit-run", "memit", memit, {"coverage": 5, "composite": 2}, finished=False)]
+
+
+def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+             "--enable-logging=stderr", "--v=0", "--window-size=1400,2600"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_loads_in_chromium_without_errors_and_shows_the_numbers(runs, tmp_path):
+    out = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "reports", *map(str, runs), "-o", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    shot = tmp_path / "report.png"
+    page = chromium([f"--screenshot={shot}", out.as_uri()], tmp_path)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    dom = chromium(["--dump-dom", out.as_uri()], tmp_path)
+    console = [ln for ln in (page.stderr + dom.stderr).splitlines() if ":CONSOLE" in ln]
+    assert not console, console
+    html = dom.stdout
+    # The headline cells hold the fixture's numbers: coverage CM mean of 0.9, 0.8, 0.7 -> 80.00 %, reverse CS_imp 0.
+    rome = summarize(load_run(runs[0]).records)
+    assert f"{rome['coverage']['metrics']['CM']['value']:.2f} ±" in html and "80.00 ±" in html
+    assert "paper 99.96" in html and "paper 0.00" in html  # GPT-2 XL ROME, Single Succ and Reverse CS_imp
+    assert re.search(r"9 of 11 cases|11 of 11 cases", html), "the case table's script ran"
+    assert "memit-run</b> is incomplete" in html and "coverage: 2 of 5 cases finished" in html and "composite: 0 of 2" in html
+    # Dataset text is escaped: no injected element, the text shown as text.
+    assert "<script>alert" not in html and unescape("&lt;script&gt;alert") in unescape(html)
+    assert "Zürich 東京" in html and "{{ braces }}" in html
+
+
+def test_escaping_in_charts_and_unknown_folders(tmp_path):
+    svg = str(bar_chart("t", ["<b>&"], [Series('"s"', [50.0])]))
+    assert "<b>&" not in svg and "&lt;b&gt;&amp;" in svg
+    with pytest.raises(RunFolderError, match="no cases.jsonl"):
+        load_run(tmp_path)
+
+
+def test_interrupted_run_renders_with_a_torn_last_line(runs, tmp_path):
+    cases = runs[1] / "cases.jsonl"
+    cases.write_text(cases.read_text(encoding="utf-8") + '{"status": "ok", "case_id": "cov', encoding="utf-8")
+    out = render_report([runs[1]], tmp_path / "partial.html")
+    html = out.read_text(encoding="utf-8")
+    assert "is incomplete (no summary.json" in html and "2 of 5 cases finished" in html
