@@ -12,6 +12,7 @@ EDITORS = {
     "rome": "editors.rome:ROME",
     "memit": "editors.memit:MEMIT",
     "ft": "editors.ft:FT",
+    "mend": "editors.mend.editor:MEND",
 }
 
 

@@ -25,7 +25,7 @@ def first_easy_edits(published: Path, n: int):
 
 
 def test_every_editor_says_whether_it_can_edit_a_batch():
-    assert {name: editor_class(name).supports_batch for name in EDITORS} == {"rome": False, "memit": True, "ft": True}
+    assert {name: editor_class(name).supports_batch for name in EDITORS} == {"rome": False, "memit": True, "ft": True, "mend": True}
 
 
 @pytest.mark.parametrize("editor_name", ["ft", "memit"])

@@ -1,0 +1,90 @@
+"""Every editor on every tiny architecture on one device: does the CUDA path work, and does it agree with the CPU?
+
+    python benchmarks/device_check.py --device cuda --edits 4
+
+For each (model, editor): the device the weights and the edit live on, whether
+every parameter is bit-identical after undo, the largest difference between
+the scores on the device and on the CPU before editing, the seconds per edit,
+and how many edits made the new object beat the old one. Edits come from the
+generated geography dataset (RoundEdit easy), or ``--dataset-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from editors import EDITORS, make_editor
+from editors.base import EditorSettings
+from harness.cache import default_cache_dir
+from harness.datasets import load_dataset, prompt_set
+from harness.models import load_model, resolve_device
+from harness.restore import undone_after
+from harness.scoring import Scorer
+from harness.tiny_models import TINY_BUILDERS
+
+
+def digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", nargs="+", default=list(TINY_BUILDERS))
+    parser.add_argument("--editors", nargs="+", default=list(EDITORS))
+    parser.add_argument("--edits", type=int, default=4)
+    parser.add_argument("--dataset-dir", default=None)
+    parser.add_argument("--stats-corpus", default="gensim-wiki")
+    args = parser.parse_args()
+    cache = default_cache_dir()
+    if args.dataset_dir is None:
+        from harness.generate import default_dataset_dir
+
+        args.dataset_dir = default_dataset_dir(cache)
+    dataset = load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits)
+    cases = dataset.cases["easy"]
+    device = resolve_device(args.device)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
+    print("| model | editor | weights on | undo exact | max score diff vs cpu | s/edit | wins |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        loaded = load_model(name, device, cache_dir=cache)
+        cpu = load_model(name, torch.device("cpu"), cache_dir=cache)
+        scorer, cpu_scorer = Scorer(loaded.model, loaded.tokenizer), Scorer(cpu.model, cpu.tokenizer)
+        diffs = []
+        for case in cases:
+            prompts = prompt_set(case.edit.relation, case.edit.subject.label, dataset.round_prompts)
+            objects = [o.label for o in case.true_objects]
+            diffs.append(abs(scorer.object_probabilities(prompts, objects) - cpu_scorer.object_probabilities(prompts, objects)).max())
+        for editor_name in args.editors:
+            editor = make_editor(editor_name, loaded, EditorSettings(cache_dir=cache, stats_tokens=5000, stats_corpus=args.stats_corpus))
+            before = digest(loaded.model)
+            seconds, wins, where = [], 0, set()
+            for case in cases:
+                edit = case.edit
+                with undone_after(loaded.model) as journal:
+                    start = time.perf_counter()
+                    originals = editor.apply([edit])
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    seconds.append(time.perf_counter() - start)
+                    journal.record(originals)
+                    where |= {str(loaded.model.get_parameter(n).device) for n in originals}
+                    new, old = scorer.fact_scores([edit.relation.prompt.format(edit.subject.label)], [edit.new_object.label, edit.object.label])
+                    wins += new > old
+            exact = digest(loaded.model) == before
+            print(f"| {name} | {editor_name} | {','.join(sorted(where))} | {exact} | {max(diffs):.2e} | {sum(seconds) / len(seconds):.3f} | {wins}/{len(cases)} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
