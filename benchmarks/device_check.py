@@ -1,6 +1,6 @@
 """Every editor on every tiny architecture on one device: does the CUDA path work, and does it agree with the CPU?
 
-    python benchmarks/device_check.py --device cuda --edits 4
+    python -m benchmarks.device_check --device cuda --edits 4
 
 For each (model, editor): the device the weights and the edit live on, whether
 every parameter is bit-identical after undo, the largest difference between

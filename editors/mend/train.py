@@ -41,6 +41,7 @@ from harness.scoring import pad_batch, vocabulary_logits
 class Example:
     edit: Edit
     paraphrases: tuple[str, ...]  # templates with "{}" for the subject
+    source: str = ""  # the dataset folder it came from
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def training_data(datasets: list[Dataset], holdout: int) -> TrainingData:
             for position, case in enumerate(cases):
                 edits = case.edits if isinstance(case, ConflictCase) else (case.edit,)
                 prompts = dataset.prompts_for(case)
-                examples = [Example(e, prompts.get(e.relation.id, ()) or (e.relation.prompt,)) for e in edits]
+                examples = [Example(e, prompts.get(e.relation.id, ()) or (e.relation.prompt,), str(dataset.root)) for e in edits]
                 if position >= holdout:
                     train += examples
                     locality += [(e.relation.prompt.format(e.subject.label), e.object.label) for e in edits]
@@ -99,25 +100,28 @@ def paraphrase_batch(loaded: LoadedModel, examples: list[Example], rng: random.R
 
 
 @torch.no_grad()
-def validate(loaded: LoadedModel, network: MENDNetwork, data: TrainingData, names: list[str], limit: int = 20) -> dict[str, float]:
-    """Held-out edits one at a time: success (new beats old on the rewrite prompt), paraphrase loss, KL on unrelated facts."""
+def validate(loaded: LoadedModel, network: MENDNetwork, data: TrainingData, names: list[str], limit: int = 20) -> dict[str, Any]:
+    """The first ``limit`` held-out edits of each dataset, one at a time: success (new beats old on the rewrite
+    prompt), loss on a paraphrase, and KL on unrelated facts; overall and per dataset."""
     from harness.scoring import Scorer
 
     network.eval()
     scorer = Scorer(loaded.model, loaded.tokenizer)
-    wins, losses, kls = 0, [], []
+    wins: dict[str, list[bool]] = {}
+    losses, kls = [], []
     rng = random.Random(0)
-    facts = data.locality[:8]
-    base, loc_batch = locality_logprobs(loaded, facts)
-    examples = data.val[:limit]
+    base, loc_batch = locality_logprobs(loaded, data.locality[:8])
+    examples = [x for source in data.sources for x in [v for v in data.val if v.source == source][:limit]]
     for x in examples:
         with swapped_weights(loaded.model, edited_weights(loaded, network, [x.edit], names)):
             new, old = scorer.fact_scores([x.edit.relation.prompt.format(x.edit.subject.label)], [x.edit.new_object.label, x.edit.object.label])
-            wins += new > old
+            wins.setdefault(x.source, []).append(new > old)
             losses.append(target_nll(loaded, paraphrase_batch(loaded, [x], rng)).item())
             kls.append(kl_from_base(loaded, base, loc_batch).item())
     network.train()
-    return {"edit_success": wins / len(examples), "edit_loss": sum(losses) / len(losses), "kl": sum(kls) / len(kls), "n": len(examples)}
+    every = [w for ws in wins.values() for w in ws]
+    return {"edit_success": sum(every) / len(every), "edit_loss": sum(losses) / len(losses), "kl": sum(kls) / len(kls),
+            "n": len(every), "edit_success_by_dataset": {k: sum(v) / len(v) for k, v in wins.items()}}
 
 
 def train(loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, out: Path, seed: int = 0, steps: int | None = None,
@@ -135,7 +139,8 @@ def train(loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, out: Pat
     if resume and out.is_file():
         state = torch.load(out, map_location="cpu", weights_only=False)
         network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
+        if optimizer_file(out).is_file():
+            optimizer.load_state_dict(torch.load(optimizer_file(out), map_location="cpu", weights_only=False))
     steps = steps if steps is not None else hp.train_steps
     rng = random.Random(f"{seed}:{state['step']}")
     names_msg = f"{len(data.train)} training edits, {len(data.val)} held-out"
@@ -164,18 +169,25 @@ def train(loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, out: Pat
             seconds = state["history"][-1]["seconds"] + time.perf_counter() - started
             started = time.perf_counter()
             state["history"].append({"step": step + 1, "seconds": round(seconds, 1), **validate(loaded, network, data, names)})
-            state.update(step=step + 1, network=network.state_dict(), optimizer=optimizer.state_dict())
-            _save(out, loaded, hp, data, state)
-    return {k: v for k, v in state.items() if k not in ("network", "optimizer")}
+            state.update(step=step + 1, network=network.state_dict())
+            _save(out, loaded, hp, data, state, optimizer)
+    return {k: v for k, v in state.items() if k != "network"}
 
 
-def _save(out: Path, loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, state: dict[str, Any]) -> None:
+def optimizer_file(checkpoint: Path) -> Path:
+    """The optimiser's state sits beside the checkpoint, so the checkpoint itself stays small enough to ship."""
+    return checkpoint.with_name(checkpoint.name + ".optim")
+
+
+def _save(out: Path, loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, state: dict[str, Any],
+          optimizer: torch.optim.Optimizer) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {**state, "hparams": as_dict(hp), "model": loaded.name, "model_fingerprint": loaded.fingerprint,
                "trained_on": data.sources, "n_train": len(data.train), "validation": state["history"][-1]}
-    tmp = out.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
+    for path, content in ((optimizer_file(out), optimizer.state_dict()), (out, payload)):
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(content, tmp)
+        tmp.replace(path)
 
 
 def train_on_first_use(loaded: LoadedModel, hp: MENDHyperParams, settings: EditorSettings) -> Path:
@@ -220,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else checkpoint_paths(hp, cache, loaded.fingerprint)[1]
     result = train(loaded, hp, data, out, seed=args.seed, steps=args.steps, resume=args.resume)
     for row in result["history"]:
-        print(f"step {row['step']:5d}  {row['seconds']:8.1f} s  edit success {100 * row['edit_success']:5.1f}%  "
+        by_dataset = "  ".join(f"{Path(k).name} {100 * v:.0f}%" for k, v in row["edit_success_by_dataset"].items())
+        print(f"step {row['step']:5d}  {row['seconds']:8.1f} s  edit success {100 * row['edit_success']:5.1f}% ({by_dataset})  "
               f"edit loss {row['edit_loss']:.3f}  KL {row['kl']:.4f}  (n={row['n']})")
     print(f"checkpoint: {out}")
     return 0
