@@ -27,6 +27,17 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}"
 
 
+def _finish(parts: list[str], axis_y: float, low: float, span: float, unit: str) -> Markup:
+    """The x axis (five ticks from ``low`` to ``low + span``) and the closing tag."""
+    parts.append(f'<line class="axis-line" x1="{LABEL_WIDTH}" x2="{LABEL_WIDTH + PLOT_WIDTH}" y1="{axis_y}" y2="{axis_y}"/>')
+    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+        x = LABEL_WIDTH + tick * PLOT_WIDTH
+        label = _fmt(low + tick * span).removesuffix(".0")
+        parts.append(f'<text class="axis" x="{x:.0f}" y="{axis_y + 14}" text-anchor="middle">{label}{unit}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
 def bar_chart(title: str, categories: Sequence[str], series: Sequence[Series], unit: str = "%", limit: float = 100.0) -> Markup:
     """Horizontal grouped bars: one group per category, one bar per series (scale 0..limit)."""
     present = lambda v: v is not None and not math.isnan(v)  # noqa: E731
@@ -49,13 +60,7 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[Series], u
                          f"<title>{escape(s.label)} · {escape(category)}: {_fmt(value)}{unit}</title></rect>")
             parts.append(f'<text class="value" x="{LABEL_WIDTH + length + 4:.1f}" y="{bar_y + BAR_HEIGHT - 2}">{_fmt(value)}</text>')
         y += group_height + GROUP_GAP
-    axis_y = y + 2
-    parts.append(f'<line class="axis-line" x1="{LABEL_WIDTH}" x2="{LABEL_WIDTH + PLOT_WIDTH}" y1="{axis_y}" y2="{axis_y}"/>')
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        x = LABEL_WIDTH + tick * PLOT_WIDTH
-        parts.append(f'<text class="axis" x="{x:.0f}" y="{axis_y + 14}" text-anchor="middle">{_fmt(tick * limit).rstrip("0").rstrip(".")}{unit}</text>')
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    return _finish(parts, y + 2, 0.0, limit, unit)
 
 
 def strip_plot(title: str, rows: Sequence[tuple[str, Sequence[float]]], low: float, high: float, unit: str = "") -> Markup:
@@ -79,10 +84,4 @@ def strip_plot(title: str, rows: Sequence[tuple[str, Sequence[float]]], low: flo
             x = LABEL_WIDTH + (min(max(median, low), high) - low) / span * PLOT_WIDTH
             parts.append(f'<line class="median" x1="{x:.1f}" x2="{x:.1f}" y1="{top + 1}" y2="{top + band - 3}"/>')
             parts.append(f'<text class="value" x="{LABEL_WIDTH + PLOT_WIDTH + 6}" y="{top + band / 2 + 4}">med {_fmt(median)}</text>')
-    axis_y = 4 + len(rows) * band + 2
-    parts.append(f'<line class="axis-line" x1="{LABEL_WIDTH}" x2="{LABEL_WIDTH + PLOT_WIDTH}" y1="{axis_y}" y2="{axis_y}"/>')
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        x = LABEL_WIDTH + tick * PLOT_WIDTH
-        parts.append(f'<text class="axis" x="{x:.0f}" y="{axis_y + 14}" text-anchor="middle">{_fmt(low + tick * span)}{unit}</text>')
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    return _finish(parts, 4 + len(rows) * band + 2, low, span, unit)
