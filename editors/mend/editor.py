@@ -62,7 +62,7 @@ def checkpoint_paths(hp: MENDHyperParams, cache_dir: Path, fingerprint: str) -> 
 
 
 def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("model_fingerprint") not in (None, loaded.fingerprint):
         print(f"note: MEND checkpoint {path} was trained on weights {state['model_fingerprint']}, "
               f"this model's are {loaded.fingerprint}", file=sys.stderr)

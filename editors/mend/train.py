@@ -137,7 +137,7 @@ def train(loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, out: Pat
     ])
     state: dict[str, Any] = {"step": 0, "history": []}
     if resume and out.is_file():
-        state = torch.load(out, map_location="cpu", weights_only=False)
+        state = torch.load(out, map_location="cpu", weights_only=True)
         network.load_state_dict(state["network"])
         if optimizer_file(out).is_file():
             optimizer.load_state_dict(torch.load(optimizer_file(out), map_location="cpu", weights_only=False))
