@@ -121,6 +121,13 @@ def test_geography_graph_gives_every_split_with_sources_and_licences(geography):
                      next(e.id for e in graph.entities.values() if e.label == "Paris"))
 
 
+def test_the_first_cases_of_a_split_mix_rules_and_relations(geography):
+    graph, relations, rules = geography
+    records, _ = generate_cases(graph, relations, rules, GenerationSettings())
+    assert len({r["rule"] for r in records["reverse"][:10]}) >= 2
+    assert {r["edit"]["relation"]["id"] for r in records["easy"][:10]} == {"P47", "P37"}
+
+
 def test_hard_intermediates_are_nearer_the_true_objects_than_easy_ones(geography):
     graph, relations, rules = geography
     records, _ = generate_cases(graph, relations, rules, GenerationSettings(max_cases=None))

@@ -129,8 +129,8 @@ def _round(b: CaseBuilder, rules: Rules, rng: random.Random, split: str) -> Iter
 
 def generate_cases(graph: KnowledgeGraph, relations: dict[str, RelationSpec], rules: Rules,
                    settings: GenerationSettings) -> tuple[dict[str, list[dict]], dict[str, int]]:
-    """Split name -> published-format records (at most ``settings.max_cases`` each, drawn with the seed,
-    in generation order), and how many cases the rules allowed per split before that cap."""
+    """Split name -> published-format records (at most ``settings.max_cases`` each, in an order shuffled with
+    the seed so that the first N cases mix rules and relations), and how many cases the rules allowed per split."""
     builder = CaseBuilder(graph, relations)
     makers = {"coverage": _coverage, "reverse": _reverse, "composite": _composite}
     out, available = {}, {}
@@ -138,7 +138,6 @@ def generate_cases(graph: KnowledgeGraph, relations: dict[str, RelationSpec], ru
         rng = random.Random(f"{settings.seed}:{split}")
         records = list(makers[split](builder, rules, rng) if split in makers else _round(builder, rules, rng, split))
         available[split] = len(records)
-        if settings.max_cases is not None and len(records) > settings.max_cases:
-            records = [records[i] for i in sorted(rng.sample(range(len(records)), settings.max_cases))]
-        out[split] = records
+        rng.shuffle(records)
+        out[split] = records[: settings.max_cases] if settings.max_cases is not None else records
     return out, available
