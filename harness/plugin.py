@@ -147,6 +147,9 @@ def _dataset(config: pytest.Config) -> Dataset:
             state.dataset = load_dataset(state.dataset_root, limit=state.options.limit)
         except DatasetError as exc:
             raise pytest.UsageError(str(exc)) from None
+        except ImportError as exc:
+            raise pytest.UsageError(f"the generated default dataset needs {exc.name or exc}: pip install pyworldatlas, "
+                                    "or pass --dataset-dir") from None
     return state.dataset
 
 

@@ -99,3 +99,16 @@ def test_interrupted_run_renders_with_a_torn_last_line(runs, tmp_path):
     out = render_report([runs[1]], tmp_path / "partial.html")
     html = out.read_text(encoding="utf-8")
     assert "is incomplete (no summary.json" in html and "2 of 5 cases finished" in html
+
+
+def test_compare_runs_each_editor_then_renders_one_report(cache_dir, tmp_path):
+    import os
+
+    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-m", "reports.compare", "--model", "tiny-gpt2", "--editors", "ft", "mend+mle",
+                           "--limit", "1", "-k", "easy", "--out", str(tmp_path / "cmp")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    html = (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
+    assert "ft · ft" in html and "mend+MLE · mend-mle" in html
+    assert f"report: {(tmp_path / 'cmp' / 'report.html').resolve()}" in proc.stdout
