@@ -63,22 +63,23 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[Series], u
     return _finish(parts, y + 2, 0.0, limit, unit)
 
 
-def strip_plot(title: str, rows: Sequence[tuple[str, Sequence[float]]], low: float, high: float, unit: str = "") -> Markup:
-    """One band per row: a dot per case (spread vertically by a fixed pattern) and the median as a bar."""
+def strip_plot(title: str, rows: Sequence[tuple[str, Sequence[float], int]], low: float, high: float, unit: str = "") -> Markup:
+    """One band per row ``(label, values, series index)``: a dot per case (spread vertically by a fixed
+    pattern) in the series' colour, and the median as a bar."""
     band = 26
     height = len(rows) * band + 28
     width = LABEL_WIDTH + PLOT_WIDTH + VALUE_WIDTH
     span = (high - low) or 1.0
     parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
              f"<title>{escape(title)}</title>"]
-    for r, (label, values) in enumerate(rows):
+    for r, (label, values, series) in enumerate(rows):
         top = 4 + r * band
         parts.append(f'<text class="axis" x="{LABEL_WIDTH - 8}" y="{top + band / 2 + 4}" text-anchor="end">{escape(label)}</text>')
         clean = sorted(v for v in values if v is not None and not math.isnan(v))
         for i, v in enumerate(clean):
             x = LABEL_WIDTH + (min(max(v, low), high) - low) / span * PLOT_WIDTH
             jitter = ((i * 7919) % 11) / 10 * (band - 10) + 5
-            parts.append(f'<circle class="s{r % 8} dot" cx="{x:.1f}" cy="{top + jitter:.1f}" r="2.5"><title>{_fmt(v)}{unit}</title></circle>')
+            parts.append(f'<circle class="s{series % 8} dot" cx="{x:.1f}" cy="{top + jitter:.1f}" r="2.5"><title>{_fmt(v)}{unit}</title></circle>')
         if clean:
             median = clean[len(clean) // 2] if len(clean) % 2 else (clean[len(clean) // 2 - 1] + clean[len(clean) // 2]) / 2
             x = LABEL_WIDTH + (min(max(median, low), high) - low) / span * PLOT_WIDTH

@@ -120,7 +120,7 @@ def _tables(runs: list[tuple[str, Run]]) -> list[Table]:
             rows.append(TableRow(run_id, run.label, cells))
         for j, (_, _, metric) in enumerate(present):
             values = [r.cells[j].value for r in rows if r.cells[j].value is not None]
-            if len(values) > 1:
+            if len(set(values)) > 1:  # a column where every run ties marks nothing
                 best = max(values) if HIGHER_IS_BETTER[metric] else min(values)
                 for r in rows:
                     r.cells[j].best = r.cells[j].value == best
@@ -182,14 +182,14 @@ def _charts(runs: list[tuple[str, Run]]) -> list[tuple[str, Any]]:
         charts.append(("Pitfall rate per split (% of cases whose item failed)", bar_chart("Pitfall rate per split", splits, series)))
     for metric, metric_splits, low, high in (("CM", ("coverage", "reverse", "composite"), -100.0, 100.0), ("D", ("easy", "hard"), 0.0, None)):
         rows = []
-        for _, run in runs:
+        for index, (_, run) in enumerate(runs):
             for split in metric_splits:
                 values = [100 * r["metrics"][metric] for r in run.records
                           if r.get("split") == split and r.get("status") == "ok" and metric in (r.get("metrics") or {})]
                 if values:
-                    rows.append((f"{run.editor} · {split}", values))
+                    rows.append((f"{run.editor} · {split}", values, index))
         if rows:
-            top = high if high is not None else max(max(v) for _, v in rows) * 1.05 or 1.0
+            top = high if high is not None else max(max(v) for _, v, _ in rows) * 1.05 or 1.0
             charts.append((f"Distribution of {metric} per case (%; bar = median)", strip_plot(f"{metric} per case", rows, low, top)))
     groups = sorted({(r.get("split"), r.get("group") or _group_from_id(str(r.get("case_id", ""))))
                      for _, run in runs for r in run.records if r.get("status") == "ok"},
