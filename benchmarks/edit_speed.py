@@ -1,6 +1,6 @@
 """Seconds per ROME edit and per scoring call, and edit efficacy, per model.
 
-    python benchmarks/edit_speed.py --models tiny-gpt2 gemma3-270m --edits 10
+    python -m benchmarks.edit_speed --models tiny-gpt2 gemma3-270m --edits 10
 
 Prints one row per model: load time, statistics time (0 when cached),
 mean seconds per edit, mean seconds to score one RoundEdit fact (prompt set x
