@@ -42,6 +42,9 @@ def test_training_lowers_the_validation_edit_loss_and_beats_the_untrained_editor
     # The step-0 row is the untrained network; check it against a fresh one, independently of the trainer's bookkeeping.
     untrained = validate(loaded, build_network(loaded, hp), geography, module_names(hp))
     assert untrained["edit_success"] == first["edit_success"]
+    # The editor uses the best validated network, which the checkpoint keeps beside the last one.
+    saved = torch.load(tmp_path / "mend.pt", weights_only=True)
+    assert saved["best"]["edit_success"] == max(row["edit_success"] for row in result["history"][1:])
 
 
 def test_training_resumes_from_its_checkpoint(tiny_loader, geography, tmp_path):

@@ -67,7 +67,7 @@ def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNe
         print(f"note: MEND checkpoint {path} was trained on weights {state['model_fingerprint']}, "
               f"this model's are {loaded.fingerprint}", file=sys.stderr)
     network = build_network(loaded, hp)
-    network.load_state_dict(state["network"])
+    network.load_state_dict(state.get("best_network") or state["network"])  # the best validated network, else the last
     return network
 
 

@@ -9,7 +9,9 @@ geography dataset by default; ``--dataset-dir`` adds others). The first
 RoundEdit easy edits are the validation set (edit success, edit loss, KL).
 
 Checkpoints (network, optimiser, step, history) are written every
-``val_every`` steps; ``--resume`` continues from one.
+``val_every`` steps; ``--resume`` continues from one. The checkpoint also
+keeps the best network seen at a validation (highest edit success, then
+lowest KL on unrelated facts); that is the one ``--editor mend`` uses.
 """
 
 from __future__ import annotations
@@ -170,8 +172,16 @@ def train(loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, out: Pat
             started = time.perf_counter()
             state["history"].append({"step": step + 1, "seconds": round(seconds, 1), **validate(loaded, network, data, names)})
             state.update(step=step + 1, network=network.state_dict())
+            if is_better(state["history"][-1], state.get("best")):
+                state.update(best={k: v for k, v in state["history"][-1].items()},
+                             best_network={k: v.detach().clone() for k, v in network.state_dict().items()})
             _save(out, loaded, hp, data, state, optimizer)
-    return {k: v for k, v in state.items() if k != "network"}
+    return {k: v for k, v in state.items() if k not in ("network", "best_network")}
+
+
+def is_better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Validation order: higher edit success first, then lower KL on unrelated facts."""
+    return best is None or (row["edit_success"], -row["kl"]) > (best["edit_success"], -best["kl"])
 
 
 def optimizer_file(checkpoint: Path) -> Path:
@@ -235,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         by_dataset = "  ".join(f"{Path(k).name} {100 * v:.0f}%" for k, v in row["edit_success_by_dataset"].items())
         print(f"step {row['step']:5d}  {row['seconds']:8.1f} s  edit success {100 * row['edit_success']:5.1f}% ({by_dataset})  "
               f"edit loss {row['edit_loss']:.3f}  KL {row['kl']:.4f}  (n={row['n']})")
+    best = result.get("best")
+    if best:
+        print(f"kept for editing: the network of step {best['step']} (edit success {100 * best['edit_success']:.1f}%, KL {best['kl']:.4f})")
     print(f"checkpoint: {out}")
     return 0
 
