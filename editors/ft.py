@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from editors.base import Editor, EditorSettings, keep_originals
-from editors.hparams import HyperParamsError, as_dict, check_modules, find_hparams_file, load_hparams
+from editors.hparams import HyperParamsError, as_dict, check_modules, editor_hparams
 from harness.datasets import Edit
 from harness.models import LoadedModel
 from harness.nethook import get_module
@@ -42,8 +42,7 @@ class FT(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path = settings.hparams_file or find_hparams_file("ft", [loaded.hparams_key, loaded.family])
-        self.hparams = load_hparams(FTHyperParams, self.hparams_path)
+        self.hparams_path, self.hparams = editor_hparams("ft", FTHyperParams, loaded, settings.hparams_file)
         if self.hparams.norm_constraint <= 0 or self.hparams.num_steps < 1:
             raise HyperParamsError(f"{self.hparams_path}: norm_constraint must be > 0 and num_steps >= 1")
         check_modules(self.hparams_path, loaded.model, {"rewrite_module_tmp": self.hparams.rewrite_module_tmp}, self.hparams.layers)

@@ -38,6 +38,12 @@ def find_hparams_file(method: str, keys: list[str]) -> Path:
     )
 
 
+def editor_hparams(method: str, cls: type[T], loaded: Any, override: Path | str | None) -> tuple[Path, T]:
+    """The file an editor uses (``override``, else by checkpoint name, then by family) and what it holds."""
+    path = Path(override) if override else find_hparams_file(method, [loaded.hparams_key, loaded.family])
+    return path, load_hparams(cls, path)
+
+
 def load_hparams(cls: type[T], path: Path) -> T:
     """Read ``path`` into the dataclass ``cls``; unknown, missing or mistyped keys are errors."""
     try:

@@ -28,7 +28,7 @@ import torch
 
 from editors.base import Editor, EditorSettings, keep_originals
 from editors.context_templates import context_templates
-from editors.hparams import HyperParamsError, as_dict, check_modules, check_value_hparams, find_hparams_file, load_hparams
+from editors.hparams import HyperParamsError, as_dict, check_modules, check_value_hparams, editor_hparams
 from editors.representations import module_io_at, subject_io, subject_last_index, weight_update
 from editors.second_moment import MOM2_DTYPES, editor_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
@@ -95,8 +95,7 @@ class MEMIT(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path = settings.hparams_file or find_hparams_file("memit", [loaded.hparams_key, loaded.family])
-        self.hparams = load_hparams(MEMITHyperParams, self.hparams_path)
+        self.hparams_path, self.hparams = editor_hparams("memit", MEMITHyperParams, loaded, settings.hparams_file)
         check_memit_hparams(self.hparams_path, self.hparams, loaded)
         self._templates: list[str] | None = None
         self._cov: dict[str, torch.Tensor] = {}

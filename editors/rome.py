@@ -25,7 +25,7 @@ import torch
 
 from editors.base import Editor, EditorSettings, keep_originals
 from editors.context_templates import context_templates
-from editors.hparams import as_dict, check_modules, check_value_hparams, find_hparams_file, load_hparams
+from editors.hparams import as_dict, check_modules, check_value_hparams, editor_hparams
 from editors.representations import subject_io, weight_update
 from editors.second_moment import MOM2_DTYPES, editor_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
@@ -51,11 +51,6 @@ class ROMEHyperParams:
     mom2_dtype: str
 
 
-def hparams_keys(loaded: LoadedModel) -> list[str]:
-    """Hyper-parameter files to try, most specific first."""
-    return [loaded.hparams_key, loaded.family]
-
-
 def check_rome_hparams(path: Any, hp: ROMEHyperParams, loaded: LoadedModel) -> None:
     check_value_hparams(path, hp, loaded.num_layers, MOM2_DTYPES)
     check_modules(path, loaded.model, {"rewrite_module_tmp": hp.rewrite_module_tmp}, hp.layers)
@@ -70,8 +65,7 @@ class ROME(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path = settings.hparams_file or find_hparams_file("rome", hparams_keys(loaded))
-        self.hparams = load_hparams(ROMEHyperParams, self.hparams_path)
+        self.hparams_path, self.hparams = editor_hparams("rome", ROMEHyperParams, loaded, settings.hparams_file)
         check_rome_hparams(self.hparams_path, self.hparams, loaded)
         self._templates: list[str] | None = None
         self._inv_cov: dict[str, torch.Tensor] = {}  # per module, for this model only

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from editors.base import Editor, EditorSettings, keep_originals
-from editors.hparams import HyperParamsError, as_dict, check_modules, find_hparams_file, load_hparams
+from editors.hparams import HyperParamsError, as_dict, check_modules, editor_hparams
 from editors.mend.gradients import edit_batch, gradient_factors
 from editors.mend.network import MENDNetwork
 from editors.representations import out_in_shape, weight_update
@@ -77,8 +77,7 @@ class MEND(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings, network: MENDNetwork | None = None) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path = settings.hparams_file or find_hparams_file("mend", [loaded.hparams_key, loaded.family])
-        hp = load_hparams(MENDHyperParams, self.hparams_path)
+        self.hparams_path, hp = editor_hparams("mend", MENDHyperParams, loaded, settings.hparams_file)
         # Family files count layers from the end (-1 = last), as models of one family differ in depth.
         self.hparams = dataclasses.replace(hp, layers=[layer % loaded.num_layers for layer in hp.layers])
         check_modules(self.hparams_path, loaded.model, {f"module_tmps[{i}]": t for i, t in enumerate(self.hparams.module_tmps)},

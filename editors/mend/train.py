@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from editors.base import EditorSettings
-from editors.hparams import as_dict, find_hparams_file, load_hparams
+from editors.hparams import as_dict, editor_hparams
 from editors.mend.editor import MENDHyperParams, build_network, checkpoint_paths, module_names
 from editors.mend.gradients import edit_batch, gradient_factors, swapped_weights, target_batch, target_nll
 from editors.mend.network import MENDNetwork
@@ -235,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     torch.manual_seed(args.seed)
     loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
-    hp_path = Path(args.hparams) if args.hparams else find_hparams_file("mend", [loaded.hparams_key, loaded.family])
-    hp = load_hparams(MENDHyperParams, hp_path)
+    _, hp = editor_hparams("mend", MENDHyperParams, loaded, args.hparams)
     datasets = [load_dataset(default_dataset_dir(cache))] + [load_dataset(d) for d in args.dataset_dir]
     data = training_data(datasets, args.holdout)
     out = Path(args.out) if args.out else checkpoint_paths(hp, cache, loaded.fingerprint)[1]
