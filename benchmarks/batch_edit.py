@@ -18,10 +18,9 @@ from editors.base import EditorSettings
 from harness.cache import default_cache_dir
 from harness.datasets import load_dataset
 from harness.models import load_model, resolve_device
-from harness.restore import undone_after
+from harness.restore import parameter_digest, undone_after
 from harness.scoring import Scorer
 
-from benchmarks.device_check import digest
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in args.editors:
         editor = make_editor(name, loaded, EditorSettings(cache_dir=cache))
-        before = digest(loaded.model)
+        before = parameter_digest(loaded.model)
         with undone_after(loaded.model) as journal:
             start = time.perf_counter()
             journal.record(editor.apply(edits))
@@ -53,7 +52,7 @@ def main() -> None:
             scores = [scorer.fact_scores([e.relation.prompt.format(e.subject.label)], [e.new_object.label, e.object.label]) for e in edits]
         wins = sum(new > old for new, old in scores)
         mean_new = sum(new for new, _ in scores) / len(scores)
-        print(f"| {name} | {seconds:.1f} | {wins}/{len(edits)} | {mean_new:.3f} | {digest(loaded.model) == before} |", flush=True)
+        print(f"| {name} | {seconds:.1f} | {wins}/{len(edits)} | {mean_new:.3f} | {parameter_digest(loaded.model) == before} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ generated geography dataset (RoundEdit easy), or ``--dataset-dir``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 
 import torch
@@ -22,17 +21,9 @@ from editors.base import EditorSettings
 from harness.cache import default_cache_dir
 from harness.datasets import load_dataset, prompt_set
 from harness.models import load_model, resolve_device
-from harness.restore import undone_after
+from harness.restore import parameter_digest, undone_after
 from harness.scoring import Scorer
 from harness.tiny_models import TINY_BUILDERS
-
-
-def digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def main() -> None:
@@ -66,7 +57,7 @@ def main() -> None:
             diffs.append(abs(scorer.object_probabilities(prompts, objects) - cpu_scorer.object_probabilities(prompts, objects)).max())
         for editor_name in args.editors:
             editor = make_editor(editor_name, loaded, EditorSettings(cache_dir=cache, stats_tokens=5000, stats_corpus=args.stats_corpus))
-            before = digest(loaded.model)
+            before = parameter_digest(loaded.model)
             seconds, wins, where = [], 0, set()
             for case in cases:
                 edit = case.edit
@@ -80,7 +71,7 @@ def main() -> None:
                     where |= {str(loaded.model.get_parameter(n).device) for n in originals}
                     new, old = scorer.fact_scores([edit.relation.prompt.format(edit.subject.label)], [edit.new_object.label, edit.object.label])
                     wins += new > old
-            exact = digest(loaded.model) == before
+            exact = parameter_digest(loaded.model) == before
             print(f"| {name} | {editor_name} | {','.join(sorted(where))} | {exact} | {max(diffs):.2e} | {sum(seconds) / len(seconds):.3f} | {wins}/{len(cases)} |",
                   flush=True)
 

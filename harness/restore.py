@@ -8,6 +8,7 @@ still returns to the weights it started from, bit for bit.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 
 import torch
@@ -39,3 +40,12 @@ def undone_after(model: torch.nn.Module) -> Iterator[WeightJournal]:
         yield journal
     finally:
         journal.restore()
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer, bit for bit (any dtype, any device): equal digests prove an exact undo."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

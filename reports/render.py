@@ -158,7 +158,7 @@ def _case_rows(runs: list[tuple[str, Run]]) -> list[CaseRow]:
         for r in run.records:
             rows.append(CaseRow(
                 run_id, run.label, str(r.get("case_id", "?")), str(r.get("split", "?")),
-                str(r.get("group") or _group_from_id(str(r.get("case_id", "")))), str(r.get("status", "?")),
+                _group(r), str(r.get("status", "?")),
                 bool(r.get("pitfall")), {k: v for k, v in (r.get("metrics") or {}).items() if isinstance(v, (int, float))},
                 float((r.get("seconds_edit") or 0) + (r.get("seconds_eval") or 0)), list(r.get("edits") or []),
                 _score_rows(r.get("scores") or {}), list(r.get("notes") or []),
@@ -167,9 +167,11 @@ def _case_rows(runs: list[tuple[str, Run]]) -> list[CaseRow]:
     return rows
 
 
-def _group_from_id(case_id: str) -> str:
-    """Older records carry no ``group``: the id's third part is the rule or relation."""
-    parts = case_id.split("-")
+def _group(record: dict[str, Any]) -> str:
+    """The record's rule or relation; older records carry no ``group``, so the id's third part stands in."""
+    if record.get("group"):
+        return str(record["group"])
+    parts = str(record.get("case_id", "")).split("-")
     return parts[2] if len(parts) > 2 else "?"
 
 
@@ -191,7 +193,7 @@ def _charts(runs: list[tuple[str, Run]]) -> list[tuple[str, Any]]:
         if rows:
             top = high if high is not None else max(max(v) for _, v, _ in rows) * 1.05 or 1.0
             charts.append((f"Distribution of {metric} per case (%; bar = median)", strip_plot(f"{metric} per case", rows, low, top)))
-    groups = sorted({(r.get("split"), r.get("group") or _group_from_id(str(r.get("case_id", ""))))
+    groups = sorted({(r.get("split"), _group(r))
                      for _, run in runs for r in run.records if r.get("status") == "ok"},
                     key=lambda g: (SPLIT_ORDER.index(g[0]) if g[0] in SPLIT_ORDER else 99, str(g[1])))
     if groups:
@@ -200,7 +202,7 @@ def _charts(runs: list[tuple[str, Run]]) -> list[tuple[str, Any]]:
             values = []
             for split, group in groups:
                 cases = [r for r in run.records if r.get("status") == "ok" and r.get("split") == split
-                         and (r.get("group") or _group_from_id(str(r.get("case_id", "")))) == group]
+                         and _group(r) == group]
                 values.append(100 * sum(bool(r.get("pitfall")) for r in cases) / len(cases) if cases else None)
             per_group.append(Series(run.label, values))
         names = [f"{split} · {group}" for split, group in groups]

@@ -11,11 +11,10 @@ from editors import EDITORS, editor_class, make_editor
 from editors.base import EditorSettings
 from editors.memit import through_rms_norm
 from harness.datasets import load_dataset
-from harness.restore import undone_after
+from harness.restore import parameter_digest, undone_after
 from harness.runner import CaseRunner
 from harness.scoring import Scorer
 
-from .test_rome import parameter_digest
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 

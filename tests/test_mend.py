@@ -15,10 +15,9 @@ from editors.mend.train import training_data, train, validate
 from editors.hparams import find_hparams_file, load_hparams
 from harness.datasets import load_dataset
 from harness.generate import default_dataset_dir
-from harness.restore import undone_after
+from harness.restore import parameter_digest, undone_after
 
 from .test_plugin import records, run_pytest
-from .test_rome import parameter_digest
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,21 +13,13 @@ from editors.base import EditorSettings
 from editors.hparams import HyperParamsError
 from editors.representations import subject_last_index
 from harness.datasets import Edit, Entity, Relation, load_dataset
-from harness.restore import undone_after
+from harness.restore import parameter_digest, undone_after
 from harness.runner import CaseRunner
 from harness.scoring import Scorer
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 EDIT = Edit(Entity("Q90", "Paris"), Relation("P17", "{} is located in the country of", "", "country"),
             Entity("Q142", "France"), Entity("Q38", "Italy"))
-
-
-def parameter_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, param in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(param.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -154,8 +154,8 @@ def train(loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, out: Pat
                disable=not progress or not sys.stderr.isatty())
     for step in bar:
         examples = rng.sample(data.train, min(hp.batch_size, len(data.train)))
-        base, loc_batch = locality_logprobs(loaded, rng.sample(data.locality, min(hp.batch_size, len(data.locality))))
-        base = base.detach()
+        with torch.no_grad():  # the unedited model's distributions are targets, not part of the graph
+            base, loc_batch = locality_logprobs(loaded, rng.sample(data.locality, min(hp.batch_size, len(data.locality))))
         weights = edited_weights(loaded, network, [x.edit for x in examples], names)
         with swapped_weights(loaded.model, weights):
             edit_loss = target_nll(loaded, paraphrase_batch(loaded, examples, rng))
