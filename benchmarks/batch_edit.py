@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 
+from benchmark.datasets import load_dataset
+from editkit.cache import default_cache_dir
+from editkit.contract import EditorSettings
+from editkit.fingerprints import parameter_digest
+from editkit.models import load_model, resolve_device
+from editkit.scoring import Scorer
+from editkit.undo import editing
 from editors import make_editor
-from editors.base import EditorSettings
-from harness.cache import default_cache_dir
-from harness.datasets import load_dataset
-from harness.models import load_model, resolve_device
-from harness.restore import parameter_digest, undone_after
-from harness.scoring import Scorer
-
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     cache = default_cache_dir()
     if args.dataset_dir is None:
-        from harness.generate import default_dataset_dir
+        from generator.cli import default_dataset_dir
 
         args.dataset_dir = default_dataset_dir(cache)
     edits = [c.edit for c in load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits).cases["easy"]]
@@ -45,9 +45,9 @@ def main() -> None:
     for name in args.editors:
         editor = make_editor(name, loaded, EditorSettings(cache_dir=cache))
         before = parameter_digest(loaded.model)
-        with undone_after(loaded.model) as journal:
+        with editing(loaded.model, editor):
             start = time.perf_counter()
-            journal.record(editor.apply(edits))
+            editor.apply(edits)
             seconds = time.perf_counter() - start
             scores = [scorer.fact_scores([e.relation.prompt.format(e.subject.label)], [e.new_object.label, e.object.label]) for e in edits]
         wins = sum(new > old for new, old in scores)

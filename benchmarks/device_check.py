@@ -16,28 +16,29 @@ import time
 
 import torch
 
-from editors import EDITORS, make_editor
-from editors.base import EditorSettings
-from harness.cache import default_cache_dir
-from harness.datasets import load_dataset, prompt_set
-from harness.models import load_model, resolve_device
-from harness.restore import parameter_digest, undone_after
-from harness.scoring import Scorer
-from harness.tiny_models import TINY_BUILDERS
+from benchmark.datasets import load_dataset, prompt_set
+from editkit.cache import default_cache_dir
+from editkit.contract import EditorSettings
+from editkit.fingerprints import parameter_digest
+from editkit.models import load_model, resolve_device
+from editkit.scoring import Scorer
+from editkit.tiny_models import TINY_BUILDERS
+from editkit.undo import editing
+from editors import SHIPPED, make_editor
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--models", nargs="+", default=list(TINY_BUILDERS))
-    parser.add_argument("--editors", nargs="+", default=list(EDITORS))
+    parser.add_argument("--editors", nargs="+", default=list(SHIPPED))
     parser.add_argument("--edits", type=int, default=4)
     parser.add_argument("--dataset-dir", default=None)
     parser.add_argument("--stats-corpus", default="gensim-wiki")
     args = parser.parse_args()
     cache = default_cache_dir()
     if args.dataset_dir is None:
-        from harness.generate import default_dataset_dir
+        from generator.cli import default_dataset_dir
 
         args.dataset_dir = default_dataset_dir(cache)
     dataset = load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits)
@@ -61,15 +62,14 @@ def main() -> None:
             seconds, wins, where = [], 0, set()
             for case in cases:
                 edit = case.edit
-                with undone_after(loaded.model) as journal:
+                with editing(loaded.model, editor):
                     start = time.perf_counter()
-                    originals = editor.apply([edit])
+                    editor.apply([edit])
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     seconds.append(time.perf_counter() - start)
-                    journal.record(originals)
-                    where |= {str(loaded.model.get_parameter(n).device) for n in originals}
-                    new, old = scorer.fact_scores([edit.relation.prompt.format(edit.subject.label)], [edit.new_object.label, edit.object.label])
+                    where |= {str(loaded.model.get_parameter(n).device) for n in editor.declared_parameters()}
+                    new, old = scorer.fact_scores([edit.prompt], [edit.new_object.label, edit.object.label])
                     wins += new > old
             exact = parameter_digest(loaded.model) == before
             print(f"| {name} | {editor_name} | {','.join(sorted(where))} | {exact} | {max(diffs):.2e} | {sum(seconds) / len(seconds):.3f} | {wins}/{len(cases)} |",

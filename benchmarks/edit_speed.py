@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
+from benchmark.datasets import load_dataset, prompt_set
+from editkit.cache import default_cache_dir
+from editkit.contract import EditorSettings
+from editkit.models import load_model, resolve_device
+from editkit.scoring import Scorer
+from editkit.undo import editing
 from editors import make_editor
-from editors.base import EditorSettings
-from harness.cache import default_cache_dir
-from harness.datasets import load_dataset, prompt_set
-from harness.models import load_model, resolve_device
-from harness.restore import undone_after
-from harness.scoring import Scorer
 
 
 def main() -> None:
@@ -52,9 +52,9 @@ def main() -> None:
             start = time.perf_counter()
             scorer.fact_scores(prompts, [o.label for o in case.true_objects] + [edit.new_object.label])
             score_s.append(time.perf_counter() - start)
-            with undone_after(loaded.model) as journal:
+            with editing(loaded.model, editor):
                 start = time.perf_counter()
-                journal.record(editor.apply([edit]))
+                editor.apply([edit])
                 edit_s.append(time.perf_counter() - start)
                 new, old = scorer.fact_scores(prompts[:1], [edit.new_object.label, edit.object.label])
             wins += new > old

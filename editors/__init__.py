@@ -1,31 +1,9 @@
-"""Editing methods. ``make_editor`` turns ``--editor NAME`` into an editor bound to a model."""
+"""Editing methods: ROME, MEMIT, FT, MEND, and the registry that turns ``--editor`` into one of them or a plugin's.
 
-from __future__ import annotations
+Every editor here is written against the public contract in ``editkit`` (the
+floor below), exactly as a plugin's editor would be.
+"""
 
-import importlib
+from editors.registry import ENTRY_POINT_GROUP, SHIPPED, UnknownEditorError, available, editor_class, make_editor
 
-from editors.base import Editor, EditorSettings
-from harness.models import LoadedModel
-
-# name -> "module:class"; imported only when chosen, so an editor's cost is paid only by its users.
-EDITORS = {
-    "rome": "editors.rome:ROME",
-    "memit": "editors.memit:MEMIT",
-    "ft": "editors.ft:FT",
-    "mend": "editors.mend.editor:MEND",
-}
-
-
-class UnknownEditorError(ValueError):
-    """``--editor`` names no known method."""
-
-
-def editor_class(name: str) -> type[Editor]:
-    if name not in EDITORS:
-        raise UnknownEditorError(f"--editor {name!r}: unknown editor (known: {', '.join(sorted(EDITORS))})")
-    module_name, class_name = EDITORS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
-def make_editor(name: str, loaded: LoadedModel, settings: EditorSettings) -> Editor:
-    return editor_class(name)(loaded, settings)
+__all__ = ["ENTRY_POINT_GROUP", "SHIPPED", "UnknownEditorError", "available", "editor_class", "make_editor"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from harness.cache import cached_json
-from harness.models import LoadedModel
+from editkit.cache import cached_json
+from editkit.models import LoadedModel
 
 
 def _start_ids(tok: Any, start_words: list[str]) -> list[list[int]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import bz2
 import hashlib
 import html
-import io
 import importlib.util
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -37,7 +37,7 @@ class Corpus:
 
 def _strip_nested(text: str, open_mark: str, close_mark: str) -> str:
     """Remove innermost ``{{ ... }}``-style spans until none is left."""
-    pattern = re.compile(re.escape(open_mark) + r"(?:(?!" + re.escape(open_mark) + r").)*?" + re.escape(close_mark), re.S)
+    pattern = re.compile(re.escape(open_mark) + r"(?:(?!" + re.escape(open_mark) + r").)*?" + re.escape(close_mark), re.DOTALL)
     previous = None
     while previous != text:
         previous, text = text, pattern.sub("", text)
@@ -46,9 +46,9 @@ def _strip_nested(text: str, open_mark: str, close_mark: str) -> str:
 
 def wiki_to_paragraphs(markup: str) -> list[str]:
     """Plain prose paragraphs from MediaWiki markup (good enough for activation statistics)."""
-    text = re.sub(r"<!--.*?-->", "", markup, flags=re.S)
+    text = re.sub(r"<!--.*?-->", "", markup, flags=re.DOTALL)
     text = re.sub(r"<ref[^>/]*/>", "", text)
-    text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+    text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.DOTALL)
     text = _strip_nested(text, "{{", "}}")
     text = _strip_nested(text, "{|", "|}")
     text = re.sub(r"\[\[(?:File|Image|Category|[a-z]{2,3}):[^\[\]]*(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]", "", text)

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from editors.base import Editor, EditorSettings, keep_originals
-from editors.hparams import HyperParamsError, as_dict, check_modules, editor_hparams
-from harness.datasets import Edit
-from harness.models import LoadedModel
-from harness.nethook import get_module
-from harness.scoring import encode_completion, pad_batch, vocabulary_logits
+from editkit.contract import Editor, EditorSettings
+from editkit.facts import Edit
+from editkit.hparams import HyperParamsError, as_dict, check_modules, module_name
+from editkit.models import LoadedModel
+from editkit.nethook import get_module
+from editkit.scoring import encode_completion, pad_batch, vocabulary_logits
 
 EARLY_STOP_LOSS = 1e-2
 
@@ -42,9 +42,11 @@ class FT(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path, self.hparams = editor_hparams("ft", FTHyperParams, loaded, settings.hparams_file)
+        self.hparams_path, self.hparams = self.load_hparams(FTHyperParams)
         if self.hparams.norm_constraint <= 0 or self.hparams.num_steps < 1:
             raise HyperParamsError(f"{self.hparams_path}: norm_constraint must be > 0 and num_steps >= 1")
+        if not self.hparams.layers or self.hparams.batch_size < 1:
+            raise HyperParamsError(f"{self.hparams_path}: layers must name at least one layer and batch_size be >= 1")
         check_modules(self.hparams_path, loaded.model, {"rewrite_module_tmp": self.hparams.rewrite_module_tmp}, self.hparams.layers)
 
     def describe(self) -> dict[str, Any]:
@@ -53,21 +55,22 @@ class FT(Editor):
     def _parameters(self) -> dict[str, torch.nn.Parameter]:
         params = {}
         for layer in self.hparams.layers:
-            module_name = self.hparams.rewrite_module_tmp.format(layer)
-            for name, param in get_module(self.loaded.model, module_name).named_parameters():
-                params[f"{module_name}.{name}"] = param
+            module = module_name(self.hparams.rewrite_module_tmp, layer)
+            for name, param in get_module(self.loaded.model, module).named_parameters():
+                params[f"{module}.{name}"] = param
         return params
 
-    def apply(self, edits: Sequence[Edit]) -> dict[str, torch.Tensor]:
+    def declared_parameters(self) -> list[str]:
+        return list(self._parameters())
+
+    def apply(self, edits: Sequence[Edit]) -> None:
         hp, model, tok, device = self.hparams, self.loaded.model, self.loaded.tokenizer, self.loaded.device
         params = self._parameters()
-        originals: dict[str, torch.Tensor] = {}
-        keep_originals(model, list(params), originals)
-        low = {n: originals[n] - hp.norm_constraint for n in params}
-        high = {n: originals[n] + hp.norm_constraint for n in params}
+        low = {n: p.detach() - hp.norm_constraint for n, p in params.items()}
+        high = {n: p.detach() + hp.norm_constraint for n, p in params.items()}
         examples = []
         for edit in edits:
-            encoded = encode_completion(tok, edit.relation.prompt.format(edit.subject.label), edit.new_object.label)
+            encoded = encode_completion(tok, edit.prompt, edit.new_object.label)
             examples.append((list(encoded.ids[: encoded.prompt_len]), list(encoded.ids[encoded.prompt_len :])))
         for param in params.values():
             param.requires_grad_(True)
@@ -96,4 +99,3 @@ class FT(Editor):
         finally:
             for param in params.values():
                 param.requires_grad_(False)
-        return originals

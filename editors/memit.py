@@ -26,15 +26,16 @@ from typing import Any
 
 import torch
 
-from editors.base import Editor, EditorSettings, keep_originals
+from editkit.contract import Editor, EditorSettings
+from editkit.facts import Edit, fill
+from editkit.hparams import HyperParamsError, as_dict, check_modules, check_value_hparams, module_name
+from editkit.models import LoadedModel
+from editkit.nethook import get_module
 from editors.context_templates import context_templates
-from editors.hparams import HyperParamsError, as_dict, check_modules, check_value_hparams, editor_hparams
 from editors.representations import module_io_at, subject_io, subject_last_index, weight_update
 from editors.second_moment import MOM2_DTYPES, editor_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
-from harness.datasets import Edit
-from harness.models import LoadedModel
-from harness.nethook import get_module
+
 
 @dataclass(frozen=True)
 class MEMITHyperParams:
@@ -95,7 +96,7 @@ class MEMIT(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path, self.hparams = editor_hparams("memit", MEMITHyperParams, loaded, settings.hparams_file)
+        self.hparams_path, self.hparams = self.load_hparams(MEMITHyperParams)
         check_memit_hparams(self.hparams_path, self.hparams, loaded)
         self._templates: list[str] | None = None
         self._cov: dict[str, torch.Tensor] = {}
@@ -121,36 +122,36 @@ class MEMIT(Editor):
     def _subject_outputs(self, edits: Sequence[Edit], module_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Input and output of ``module_name`` at each edit's subject in its plain prompt (rows = edits)."""
         prompts = [e.relation.prompt for e in edits]
-        return module_io_at(self.loaded, [p.format(e.subject.label) for p, e in zip(prompts, edits)], module_name,
+        return module_io_at(self.loaded, [e.prompt for e in edits], module_name,
                             [subject_last_index(self.loaded.tokenizer, p, e.subject.label) for p, e in zip(prompts, edits)])
 
-    def apply(self, edits: Sequence[Edit]) -> dict[str, torch.Tensor]:
+    def declared_parameters(self) -> list[str]:
+        return [f"{module_name(self.hparams.rewrite_module_tmp, layer)}.weight" for layer in self.hparams.layers]
+
+    def apply(self, edits: Sequence[Edit]) -> None:
         hp, model = self.hparams, self.loaded.model
         templates = self.context_templates()
-        z_module = hp.layer_module_tmp.format(hp.layers[-1])
+        z_module = module_name(hp.layer_module_tmp, hp.layers[-1])
         objective = ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
         zs = torch.stack([optimize_target(self.loaded, e, templates, z_module, objective) for e in edits], dim=1)
 
-        originals: dict[str, torch.Tensor] = {}
-        keep_originals(model, [f"{hp.rewrite_module_tmp.format(layer)}.weight" for layer in hp.layers], originals)
         for i, layer in enumerate(hp.layers):
-            module_name = hp.rewrite_module_tmp.format(layer)
+            rewrite = module_name(hp.rewrite_module_tmp, layer)
             keys = torch.stack([
-                subject_io(self.loaded, [t.format(e.relation.prompt) for t in templates], e.subject.label, module_name)[0].mean(0)
+                subject_io(self.loaded, [fill(t, e.relation.prompt) for t in templates], e.subject.label, rewrite)[0].mean(0)
                 for e in edits
             ], dim=1).double()  # (in, n)
             _, current_z = self._subject_outputs(edits, z_module)
             residual = (zs - current_z.T).double() / (len(hp.layers) - i)  # (hidden, n)
             if hp.post_mlp_norm_tmp:
-                _, mlp_out = self._subject_outputs(edits, module_name)
-                norm = get_module(model, hp.post_mlp_norm_tmp.format(layer))
+                _, mlp_out = self._subject_outputs(edits, rewrite)
+                norm = get_module(model, module_name(hp.post_mlp_norm_tmp, layer))
                 residual = through_rms_norm(norm, mlp_out, residual.T.float(), hp.post_mlp_norm_ridge).T.double()
-            cov = self.covariance(module_name).double()
+            cov = self.covariance(rewrite).double()
             adjusted_keys = torch.linalg.solve(hp.mom2_update_weight * cov + keys @ keys.T, keys)  # (in, n)
             update = residual @ adjusted_keys.T  # (out, in)
-            module = get_module(model, module_name)
+            module = get_module(model, rewrite)
             if not torch.isfinite(update).all():
-                raise FloatingPointError(f"MEMIT: non-finite update at {module_name} for {edits[0].describe()}")
+                raise FloatingPointError(f"MEMIT: non-finite update at {rewrite} for {edits[0].describe()}")
             with torch.no_grad():
                 module.weight += weight_update(module, update).to(module.weight.dtype)
-        return originals

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from harness.models import LoadedModel
-from harness.nethook import Trace
-from harness.scoring import pad_batch
+from editkit.facts import fill
+from editkit.models import LoadedModel
+from editkit.nethook import Trace
+from editkit.scoring import pad_batch
 
 
 def subject_last_index(tokenizer: Any, template: str, subject: str) -> int:
@@ -38,7 +39,7 @@ def module_io_at(loaded: LoadedModel, texts: list[str], module_name: str, indice
 def subject_io(loaded: LoadedModel, templates: list[str], subject: str, module_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Module input/output at the subject's last token of each ``template`` (with one ``{}``)."""
     return module_io_at(
-        loaded, [t.format(subject) for t in templates], module_name,
+        loaded, [fill(t, subject) for t in templates], module_name,
         [subject_last_index(loaded.tokenizer, t, subject) for t in templates],
     )
 

@@ -23,15 +23,16 @@ from typing import Any
 
 import torch
 
-from editors.base import Editor, EditorSettings, keep_originals
+from editkit.contract import Editor, EditorSettings
+from editkit.facts import Edit, fill
+from editkit.hparams import as_dict, check_modules, check_value_hparams, module_name
+from editkit.models import LoadedModel
+from editkit.nethook import get_module
 from editors.context_templates import context_templates
-from editors.hparams import as_dict, check_modules, check_value_hparams, editor_hparams
 from editors.representations import subject_io, weight_update
 from editors.second_moment import MOM2_DTYPES, editor_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
-from harness.datasets import Edit
-from harness.models import LoadedModel
-from harness.nethook import get_module
+
 
 @dataclass(frozen=True)
 class ROMEHyperParams:
@@ -65,7 +66,7 @@ class ROME(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path, self.hparams = editor_hparams("rome", ROMEHyperParams, loaded, settings.hparams_file)
+        self.hparams_path, self.hparams = self.load_hparams(ROMEHyperParams)
         check_rome_hparams(self.hparams_path, self.hparams, loaded)
         self._templates: list[str] | None = None
         self._inv_cov: dict[str, torch.Tensor] = {}  # per module, for this model only
@@ -91,22 +92,22 @@ class ROME(Editor):
 
     # Editing ---------------------------------------------------------------------
 
-    def apply(self, edits: Sequence[Edit]) -> dict[str, torch.Tensor]:
-        originals: dict[str, torch.Tensor] = {}
+    def declared_parameters(self) -> list[str]:
+        return [f"{module_name(self.hparams.rewrite_module_tmp, layer)}.weight" for layer in self.hparams.layers]
+
+    def apply(self, edits: Sequence[Edit]) -> None:
         for edit in edits:  # ROME edits one fact at a time
             for layer in sorted(self.hparams.layers):
-                module_name = self.hparams.rewrite_module_tmp.format(layer)
-                left = self.compute_left_vector(edit, module_name)
-                right = self.compute_right_vector(edit, module_name, left)
-                module = get_module(self.loaded.model, module_name)
-                keep_originals(self.loaded.model, [f"{module_name}.weight"], originals)
+                name = module_name(self.hparams.rewrite_module_tmp, layer)
+                left = self.compute_left_vector(edit, name)
+                right = self.compute_right_vector(edit, name, left)
+                module = get_module(self.loaded.model, name)
                 with torch.no_grad():
                     module.weight += weight_update(module, torch.outer(right, left)).to(module.weight.dtype)
-        return originals
 
     def compute_left_vector(self, edit: Edit, module_name: str) -> torch.Tensor:
         """``u``: the whitened, normalised key of the subject, averaged over context templates."""
-        templates = [t.format(edit.relation.prompt) for t in self.context_templates()]
+        templates = [fill(t, edit.relation.prompt) for t in self.context_templates()]
         keys, _ = subject_io(self.loaded, templates, edit.subject.label, module_name)
         u = keys.mean(0)
         if self.hparams.mom2_adjustment:

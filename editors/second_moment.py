@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from editkit.cache import cached_tensors
+from editkit.models import LoadedModel
+from editkit.nethook import Trace
 from editors.corpus import Corpus, load_corpus
-from harness.cache import cached_tensors
-from harness.models import LoadedModel
-from harness.nethook import Trace
 
 if TYPE_CHECKING:
-    from editors.base import EditorSettings
+    from editkit.contract import EditorSettings
 
 CHUNK_TOKENS = 128  # tokens per text sample
 MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # hparams' mom2_dtype
@@ -77,7 +77,7 @@ def second_moment(
     return (stats["sum_kkT"] / stats["count"].double()).to(dtype).to(loaded.device)
 
 
-def editor_second_moment(loaded: LoadedModel, settings: "EditorSettings", module_name: str, max_samples: int, dtype_name: str) -> torch.Tensor:
+def editor_second_moment(loaded: LoadedModel, settings: EditorSettings, module_name: str, max_samples: int, dtype_name: str) -> torch.Tensor:
     """``C`` for an editor: its settings name the corpus and token budget, its hyper-parameters the rest."""
     return second_moment(loaded, module_name, load_corpus(settings.stats_corpus), settings.stats_tokens, max_samples,
                          MOM2_DTYPES[dtype_name], settings.cache_dir)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from editkit.facts import Edit, fill
+from editkit.models import LoadedModel
+from editkit.nethook import Trace
+from editkit.scoring import encode_completion, pad_batch, vocabulary_logits
 from editors.representations import subject_last_index
-from harness.datasets import Edit
-from harness.models import LoadedModel
-from harness.nethook import Trace
-from harness.scoring import encode_completion, pad_batch, vocabulary_logits
 
 KL_TEMPLATES = ["{} is a"]
 EARLY_STOP_LOSS = 5e-2
@@ -36,12 +36,12 @@ def optimize_target(loaded: LoadedModel, edit: Edit, templates: list[str], modul
     """``v_init + delta``: the module's optimised output at the subject in the plain prompt."""
     tok, model, device = loaded.tokenizer, loaded.model, loaded.device
     subject, prompt = edit.subject.label, edit.relation.prompt
-    encoded = encode_completion(tok, prompt.format(subject), edit.new_object.label)
+    encoded = encode_completion(tok, edit.prompt, edit.new_object.label)
     target_ids = list(encoded.ids[encoded.prompt_len :])
 
-    rewriting = [t.format(prompt) for t in templates]
-    sequences = [tok(t.format(subject))["input_ids"] + target_ids[:-1] for t in rewriting]
-    sequences += [tok(t.format(subject))["input_ids"] for t in KL_TEMPLATES]
+    rewriting = [fill(t, prompt) for t in templates]
+    sequences = [tok(fill(t, subject))["input_ids"] + target_ids[:-1] for t in rewriting]
+    sequences += [tok(fill(t, subject))["input_ids"] for t in KL_TEMPLATES]
     lookup = [subject_last_index(tok, t, subject) for t in rewriting + KL_TEMPLATES]
     ids, mask, _, _ = pad_batch(sequences, tok.pad_token_id, "right", device)
 

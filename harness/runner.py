@@ -1,65 +1,27 @@
 """Run one benchmark case: the edit sequence of docs/METRICS.md, its scores and metrics.
 
 ``CaseRunner.run`` takes a ConflictEdit or RoundEdit case on the original
-model M0, applies e1 (M1) and e2 (M2), scores what the metrics need at each
-step, undoes every edit, and returns a :class:`CaseOutcome` holding the raw
-scores, the per-case metrics and whether the pitfall showed.
+model M0, applies e1 (M1) and e2 (M2) through the guard (which owns the undo
+and checks the editor contract), scores what the metrics need at each step,
+and returns a :class:`CaseRecord` holding the raw scores, the per-case
+metrics and whether the pitfall showed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
-from editors.base import Editor
-from harness import metrics as M
-from harness.datasets import Case, ConflictCase, Dataset, Edit, Relation, RoundCase, prompt_set
-from harness.restore import WeightJournal, undone_after
-from harness.scoring import Scorer
-
-# The metric whose value decides each split's pitfall, and the failing value.
-PITFALL_RULES = {
-    "coverage": ("CS_exp", 0),
-    "reverse": ("CS_imp", 0),
-    "composite": ("CS_imp", 0),
-    "easy": ("FR", 1),
-    "hard": ("FR", 1),
-}
-SPLIT_METRICS = {
-    "coverage": ("Succ", "CS_exp", "CM"),
-    "reverse": ("CS_exp", "CS_imp", "CM"),
-    "composite": ("CS_exp", "CS_imp", "CM", "TFD"),
-    "easy": ("Succ", "D", "JS", "IR", "FR"),
-    "hard": ("Succ", "D", "JS", "IR", "FR"),
-}
-
-
-@dataclass
-class CaseOutcome:
-    """Everything one case produced; one line of ``cases.jsonl``."""
-
-    case_id: str
-    benchmark: str  # conflict | round
-    split: str
-    index: int
-    group: str  # the rule (reverse, composite) or relation id (coverage, round): the report's breakdown
-    seed: int
-    scores: dict[str, Any]  # raw scores every metric was computed from
-    metrics: dict[str, float]
-    pitfall: bool
-    pitfall_message: str
-    seconds_edit: float
-    seconds_eval: float
-    edits: list[str] = field(default_factory=list)  # human-readable edits applied
-    notes: list[str] = field(default_factory=list)
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+from benchmark import metrics as M
+from benchmark.datasets import Case, ConflictCase, Dataset, RoundCase, prompt_set
+from benchmark.splits import SPLITS
+from editkit.contract import Editor
+from editkit.facts import Edit, Relation
+from editkit.scoring import Scorer
+from harness.guard import CaseEdits, ModelGuard
+from harness.records import CaseRecord
 
 
 def case_group(case: Case) -> str:
@@ -76,34 +38,54 @@ def case_seed(base_seed: int, case_id: str) -> int:
 class CaseRunner:
     """Edits and scores cases on one model with one editor."""
 
-    def __init__(self, editor: Editor, scorer: Scorer, dataset: Dataset, seed: int = 0, mle: bool = False) -> None:
+    def __init__(self, editor: Editor, scorer: Scorer, dataset: Dataset | Callable[[], Dataset] | None = None, seed: int = 0,
+                 mle: bool = False, guard: ModelGuard | None = None) -> None:
+        """``dataset`` gives the paraphrases of the cases' relations (a callable is called on first need)."""
         if mle and not editor.supports_batch:
             raise ValueError(f"--mle edits all true objects in one batch; editor {editor.name!r} cannot edit a batch")
-        self.editor, self.scorer, self.dataset, self.seed, self.mle = editor, scorer, dataset, seed, mle
+        self.editor, self.scorer, self.seed, self.mle = editor, scorer, seed, mle
+        self._dataset = dataset
+        self._paraphrases: dict[str, tuple[str, ...]] = {}
         self.model = editor.loaded.model
+        self.guard = guard or ModelGuard(self.model)
         self._edit_seconds = 0.0
         self._eval_seconds = 0.0
         self._applied: list[str] = []
 
     # Timed building blocks -------------------------------------------------------
 
-    def _apply(self, journal: WeightJournal, edits: Sequence[Edit], seed: int) -> None:
-        start = time.perf_counter()
-        torch.manual_seed(seed)
-        journal.record(self.editor.apply(edits))
-        self._edit_seconds += time.perf_counter() - start
+    def _apply(self, case_edits: CaseEdits, edits: Sequence[Edit], seed: int) -> None:
+        before = case_edits.seconds
+        try:
+            case_edits.apply(edits, seed)
+        finally:
+            self._edit_seconds += case_edits.seconds - before
         self._applied.extend(e.describe() for e in edits)
 
     def _score(self, case: Case, subject: str, relation: Relation, objects: Sequence[str]) -> list[float]:
         start = time.perf_counter()
-        prompts = prompt_set(relation, subject, self.dataset.prompts_for(case))
+        prompts = prompt_set(relation, subject, self._paraphrases)
         result = self.scorer.fact_scores(prompts, list(objects))
         self._eval_seconds += time.perf_counter() - start
         return result
 
     # Cases -------------------------------------------------------------------------
 
-    def run(self, case: Case) -> CaseOutcome:
+    @property
+    def dataset(self) -> Dataset | None:
+        if callable(self._dataset):
+            self._dataset = self._dataset()
+        return self._dataset
+
+    def run(self, case: Case, paraphrases: dict[str, tuple[str, ...]] | None = None) -> CaseRecord:
+        """Run ``case``; its relations' paraphrases come from ``paraphrases``, else from the dataset it was loaded from
+        (a hand-written case without either is scored on its rewrite prompt alone)."""
+        if paraphrases is not None:
+            self._paraphrases = paraphrases
+        elif case.source and self.dataset is not None:
+            self._paraphrases = self.dataset.prompts_for(case)
+        else:
+            self._paraphrases = {}
         self._edit_seconds = self._eval_seconds = 0.0
         self._applied = []
         seed = case_seed(self.seed, case.case_id)
@@ -114,14 +96,14 @@ class CaseRunner:
         for name, value in values.items():
             if value != value:  # NaN
                 raise FloatingPointError(f"case {case.case_id}: metric {name} is NaN (scores {scores})")
-        metric, failing = PITFALL_RULES[case.split]
-        pitfall = values[metric] == failing
-        message = describe_pitfall(case.split, metric, values, scores) if pitfall else ""
-        return CaseOutcome(
+        split = SPLITS[case.split]
+        pitfall = split.shows_pitfall(values)
+        message = describe_pitfall(case.split, values, scores) if pitfall else ""
+        return CaseRecord(
             case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case_group(case), seed=seed,
             scores=scores, metrics=values, pitfall=pitfall, pitfall_message=message,
             seconds_edit=round(self._edit_seconds, 3), seconds_eval=round(self._eval_seconds, 3),
-            edits=self._applied, notes=notes,
+            edits=self._applied, notes=notes, device=str(self.editor.loaded.device),
         )
 
     def _run_conflict(self, case: ConflictCase, seed: int) -> tuple[dict, dict, list[str]]:
@@ -130,7 +112,7 @@ class CaseRunner:
         tied = case.triples[case.prerequisites[0]] if case.split == "composite" else None
         if tied is not None:
             (s["m0_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label])
-        with undone_after(self.model) as journal:
+        with self.guard.case(self.editor) as journal:
             self._apply(journal, [e1], seed)
             (s["m1_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
             self._apply(journal, [e2], seed + 1)
@@ -149,7 +131,7 @@ class CaseRunner:
             "CM": M.conflict_magnitude(s["m1_e1_new"], s["m2_e1_new"]),
         }
         if case.split == "coverage":
-            with undone_after(self.model) as journal:  # "Single": e2 alone on the original model
+            with self.guard.case(self.editor) as journal:  # "Single": e2 alone on the original model
                 self._apply(journal, [e2], seed + 2)
                 s["single_e2_new"], s["single_e1_new"] = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
             values["Succ"] = M.prefers(s["single_e2_new"], s["single_e1_new"])
@@ -168,7 +150,7 @@ class CaseRunner:
         true_labels = [edit.object.label] + [e.label for e in case.other_objects]
         objects = true_labels + [edit.new_object.label]
         m0 = self._score(case, subject, relation, objects)
-        with undone_after(self.model) as journal:
+        with self.guard.case(self.editor) as journal:
             self._apply(journal, [edit], seed)
             m1_new, m1_old = self._score(case, subject, relation, [edit.new_object.label, edit.object.label])
             back_objects = case.true_objects if self.mle else (edit.object,)
@@ -192,14 +174,13 @@ class CaseRunner:
         return scores, values, notes
 
 
-def describe_pitfall(split: str, metric: str, values: dict[str, float], scores: dict[str, Any]) -> str:
-    """The failure message: the deciding metric and the scores behind it."""
-    if split == "coverage":
-        why = f"after both edits the first edit's object still wins: score(o2)={scores['m2_e2_new']:.4g} <= score(o1)={scores['m2_e1_new']:.4g}"
-    elif split in ("reverse", "composite"):
-        why = (f"the implied fact lost to the first edit: score(query)={scores['m2_query']:.4g} <= "
-               f"score(e1 object)={scores['m2_e1_new']:.4g} (CM={values['CM']:.3f})")
-    else:
-        lowered = [f"{label}: {a:.3g}->{b:.3g}" for label, a, b in zip(scores["true_objects"][1:], scores["m0_true"][1:], scores["m2_true"][1:]) if b < a]
-        why = f"the round trip lowered {values['IR']:.0%} of the other true objects ({'; '.join(lowered)}); D={values['D']:.4f}"
-    return f"{split} pitfall: {metric}={values[metric]:g}: {why}"
+def describe_pitfall(split_name: str, values: dict[str, float], scores: dict[str, Any]) -> str:
+    """The failure message: the deciding metric and the scores behind it (wording from the splits table)."""
+    split = SPLITS[split_name]
+    context: dict[str, Any] = {**scores, **values}
+    if "true_objects" in scores:
+        context["lowered"] = "; ".join(
+            f"{label}: {a:.3g}->{b:.3g}"
+            for label, a, b in zip(scores["true_objects"][1:], scores["m0_true"][1:], scores["m2_true"][1:]) if b < a)
+    why = split.pitfall_message.format(**context)
+    return f"{split.name} pitfall: {split.pitfall_metric}={values[split.pitfall_metric]:g}: {why}"

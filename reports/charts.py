@@ -40,7 +40,7 @@ def _finish(parts: list[str], axis_y: float, low: float, span: float, unit: str)
 
 def bar_chart(title: str, categories: Sequence[str], series: Sequence[Series], unit: str = "%", limit: float = 100.0) -> Markup:
     """Horizontal grouped bars: one group per category, one bar per series (scale 0..limit)."""
-    present = lambda v: v is not None and not math.isnan(v)  # noqa: E731
+    present = lambda v: v is not None and not math.isnan(v)
     rows = [(c, [(i, s) for i, s in enumerate(series) if present(s.values[c])]) for c in range(len(categories))]
     rows = [(c, bars) for c, bars in rows if bars]  # a bar per series that has a value; empty categories left out
     height = sum(len(bars) * BAR_HEIGHT + GROUP_GAP for _, bars in rows) + 28

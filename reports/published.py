@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Column order of reports.tables.PAPER_LAYOUT (without the JS columns, which the paper does not report).
-CONFLICT_COLUMNS = ("Single Succ", "Coverage CS", "Coverage CM", "Reverse CS_exp", "Reverse CS_imp", "Reverse CM",
-                    "Composite CS_exp", "Composite CS_imp", "Composite CM", "Composite TFD")
-ROUND_COLUMNS = ("Easy Succ", "Easy D", "Easy IR", "Easy FR", "Hard Succ", "Hard D", "Hard IR", "Hard FR")
+from benchmark.splits import NOT_IN_PAPER, SPLITS
+
+
+def _paper_columns(benchmark: str) -> tuple[str, ...]:
+    """The paper's column titles of a benchmark, in the splits table's order (our JS columns left out)."""
+    return tuple(title for split in SPLITS.values() if split.benchmark == benchmark
+                 for metric, title in split.columns if metric not in NOT_IN_PAPER)
+
+
+CONFLICT_COLUMNS = _paper_columns("conflict")
+ROUND_COLUMNS = _paper_columns("round")
 
 _CONFLICT = """
 GPT2-XL FT    82.56 78.88 70.86 80.28 15.20 71.11 75.45 57.65 64.28 88.75

@@ -16,8 +16,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness.metrics import HIGHER_IS_BETTER
-from harness.results import SPLIT_ORDER
+from benchmark.metrics import HIGHER_IS_BETTER
+from benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
+from harness.records import CaseRecord
 from reports.charts import Series, bar_chart, strip_plot
 from reports.published import published_row
 from reports.runs import Run, load_run
@@ -157,22 +158,16 @@ def _case_rows(runs: list[tuple[str, Run]]) -> list[CaseRow]:
     for run_id, run in runs:
         for r in run.records:
             rows.append(CaseRow(
-                run_id, run.label, str(r.get("case_id", "?")), str(r.get("split", "?")),
-                _group(r), str(r.get("status", "?")),
-                bool(r.get("pitfall")), {k: v for k, v in (r.get("metrics") or {}).items() if isinstance(v, (int, float))},
-                float((r.get("seconds_edit") or 0) + (r.get("seconds_eval") or 0)), list(r.get("edits") or []),
-                _score_rows(r.get("scores") or {}), list(r.get("notes") or []),
-                str(r.get("pitfall_message") or r.get("error") or ""),
+                run_id, run.label, str(r.case_id), str(r.split), _group(r), str(r.status), bool(r.pitfall),
+                {k: v for k, v in (r.metrics or {}).items() if isinstance(v, (int, float))},
+                float((r.seconds_edit or 0) + (r.seconds_eval or 0)), [str(e) for e in r.edits or []],
+                _score_rows(r.scores or {}), [str(n) for n in r.notes or []], str(r.pitfall_message or r.error or ""),
             ))
     return rows
 
 
-def _group(record: dict[str, Any]) -> str:
-    """The record's rule or relation; older records carry no ``group``, so the id's third part stands in."""
-    if record.get("group"):
-        return str(record["group"])
-    parts = str(record.get("case_id", "")).split("-")
-    return parts[2] if len(parts) > 2 else "?"
+def _group(record: CaseRecord) -> str:
+    return str(record.group or "?")
 
 
 def _charts(runs: list[tuple[str, Run]]) -> list[tuple[str, Any]]:
@@ -182,28 +177,25 @@ def _charts(runs: list[tuple[str, Run]]) -> list[tuple[str, Any]]:
                                  for s in splits]) for _, run in runs]
     if splits:
         charts.append(("Pitfall rate per split (% of cases whose item failed)", bar_chart("Pitfall rate per split", splits, series)))
-    for metric, metric_splits, low, high in (("CM", ("coverage", "reverse", "composite"), -100.0, 100.0), ("D", ("easy", "hard"), 0.0, None)):
+    for metric, metric_splits, low, high in (("CM", CONFLICT_SPLITS, -100.0, 100.0), ("D", ROUND_SPLITS, 0.0, None)):
         rows = []
         for index, (_, run) in enumerate(runs):
             for split in metric_splits:
-                values = [100 * r["metrics"][metric] for r in run.records
-                          if r.get("split") == split and r.get("status") == "ok" and metric in (r.get("metrics") or {})]
+                values = [100 * r.metrics[metric] for r in run.records if r.split == split and r.ok and metric in r.metrics]
                 if values:
                     rows.append((f"{run.editor} · {split}", values, index))
         if rows:
             top = high if high is not None else max(max(v) for _, v, _ in rows) * 1.05 or 1.0
             charts.append((f"Distribution of {metric} per case (%; bar = median)", strip_plot(f"{metric} per case", rows, low, top)))
-    groups = sorted({(r.get("split"), _group(r))
-                     for _, run in runs for r in run.records if r.get("status") == "ok"},
+    groups = sorted({(r.split, _group(r)) for _, run in runs for r in run.records if r.ok},
                     key=lambda g: (SPLIT_ORDER.index(g[0]) if g[0] in SPLIT_ORDER else 99, str(g[1])))
     if groups:
         per_group = []
         for _, run in runs:
             values = []
             for split, group in groups:
-                cases = [r for r in run.records if r.get("status") == "ok" and r.get("split") == split
-                         and _group(r) == group]
-                values.append(100 * sum(bool(r.get("pitfall")) for r in cases) / len(cases) if cases else None)
+                cases = [r for r in run.records if r.ok and r.split == split and _group(r) == group]
+                values.append(100 * sum(r.pitfall for r in cases) / len(cases) if cases else None)
             per_group.append(Series(run.label, values))
         names = [f"{split} · {group}" for split, group in groups]
         charts.append(("Pitfall rate per rule or relation (%)", bar_chart("Pitfall rate per rule or relation", names, per_group)))
@@ -216,7 +208,7 @@ def _run_view(run_id: str, run: Run, out_dir: Path) -> RunView:
              "stats_corpus", "stats_tokens", "hparams_file", "git_commit")
     items = [(k, str(cfg[k])) for k in shown if k in cfg]
     items += [(f"version {k}", str(v)) for k, v in (cfg.get("versions") or {}).items()]
-    link = lambda p: os.path.relpath(Path(p).resolve(), out_dir).replace(os.sep, "/")  # noqa: E731
+    link = lambda p: os.path.relpath(Path(p).resolve(), out_dir).replace(os.sep, "/")
     summary = run.folder / "summary.json"
     return RunView(run_id, run.label, run.model, run.editor, str(run.folder), link(summary) if summary.is_file() else None,
                    link(run.folder / "cases.jsonl"), run.finished, run.incomplete_splits(), items,
@@ -228,7 +220,7 @@ def build_view(runs: list[Run], out_dir: Path) -> ReportView:
     with_ids = [(f"run-{i}", run) for i, run in enumerate(ordered)]
     models = sorted({run.model for run in ordered})
     groups = [ModelGroup(model, _tables([(rid, run) for rid, run in with_ids if run.model == model])) for model in models]
-    metric_names = sorted({m for _, run in with_ids for r in run.records for m in (r.get("metrics") or {})},
+    metric_names = sorted({m for _, run in with_ids for r in run.records for m in r.metrics},
                           key=lambda m: list(HIGHER_IS_BETTER).index(m) if m in HIGHER_IS_BETTER else 99)
     title = "Knowledge-editing pitfalls: " + ", ".join(sorted({f"{r.model} {r.editor}" for r in ordered}))
     return ReportView(title, [_run_view(rid, run, out_dir) for rid, run in with_ids], groups, _charts(with_ids),

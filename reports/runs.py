@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.results import SPLIT_ORDER, latest_per_case, read_cases, summarize
-
-SELECTION_FILE = "selection.json"
+from benchmark.splits import SPLIT_ORDER
+from harness.records import (
+    CASES_FILE,
+    SELECTION_FILE,
+    SUMMARY_FILE,
+    CaseRecord,
+    latest_per_case,
+    read_cases,
+    read_run_config,
+    summarize,
+)
 
 
 class RunFolderError(ValueError):
@@ -25,8 +33,8 @@ class RunFolderError(ValueError):
 class Run:
     folder: Path
     config: dict[str, Any]
-    records: list[dict[str, Any]]  # the latest record per case, in the order written
-    splits: dict[str, Any]  # harness.results.summarize of the records
+    records: list[CaseRecord]  # the latest record per case, in the order written
+    splits: dict[str, Any]  # harness.records.summarize of the records
     expected: dict[str, int] = field(default_factory=dict)  # split -> cases selected
     finished: bool = False  # summary.json was written at the end of the session
 
@@ -44,13 +52,13 @@ class Run:
 
     def incomplete_splits(self) -> dict[str, str]:
         """Split -> why it is incomplete (finished fewer cases than selected, or errors)."""
-        done = {s: sum(1 for r in self.records if r.get("split") == s) for s in SPLIT_ORDER}
+        done = {s: sum(1 for r in self.records if r.split == s) for s in SPLIT_ORDER}
         reasons = {}
         for split in SPLIT_ORDER:
             wanted = self.expected.get(split, 0)
             if done[split] < wanted:
                 reasons[split] = f"{done[split]} of {wanted} cases finished"
-            errors = sum(1 for r in self.records if r.get("split") == split and r.get("status") == "error")
+            errors = sum(1 for r in self.records if r.split == split and not r.ok)
             if errors:
                 reasons[split] = (reasons.get(split, "") + f"; {errors} errors").lstrip("; ")
         return reasons
@@ -58,13 +66,13 @@ class Run:
 
 def load_run(folder: str | Path) -> Run:
     folder = Path(folder)
-    cases = folder / "cases.jsonl"
+    cases = folder / CASES_FILE
     if not cases.is_file():
-        raise RunFolderError(f"{folder}: no cases.jsonl (not a results folder of the harness)")
+        raise RunFolderError(f"{folder}: no {CASES_FILE} (not a results folder of the harness)")
     records = latest_per_case(read_cases(cases))
-    summary_path = folder / "summary.json"
+    summary_path = folder / SUMMARY_FILE
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-    config = summary.get("config") or next((r["config"] for r in records if r.get("config")), {})
+    config = summary.get("config") or read_run_config(folder)
     selection_path = folder / SELECTION_FILE
     expected = json.loads(selection_path.read_text(encoding="utf-8")).get("expected", {}) if selection_path.is_file() else {}
     return Run(folder, config, records, summarize(records), expected, finished=summary_path.is_file())

@@ -5,23 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.metrics import HIGHER_IS_BETTER
+from benchmark.metrics import HIGHER_IS_BETTER
+from benchmark.splits import paper_layout
 
-# (benchmark title, [(column title, split, metric)])
-PAPER_LAYOUT = [
-    ("ConflictEdit", [
-        ("Single Succ", "coverage", "Succ"), ("Coverage CS", "coverage", "CS_exp"), ("Coverage CM", "coverage", "CM"),
-        ("Reverse CS_exp", "reverse", "CS_exp"), ("Reverse CS_imp", "reverse", "CS_imp"), ("Reverse CM", "reverse", "CM"),
-        ("Composite CS_exp", "composite", "CS_exp"), ("Composite CS_imp", "composite", "CS_imp"),
-        ("Composite CM", "composite", "CM"), ("Composite TFD", "composite", "TFD"),
-    ]),
-    ("RoundEdit", [
-        ("Easy Succ", "easy", "Succ"), ("Easy D", "easy", "D"), ("Easy IR", "easy", "IR"), ("Easy FR", "easy", "FR"),
-        ("Easy JS", "easy", "JS"),
-        ("Hard Succ", "hard", "Succ"), ("Hard D", "hard", "D"), ("Hard IR", "hard", "IR"), ("Hard FR", "hard", "FR"),
-        ("Hard JS", "hard", "JS"),
-    ]),
-]
+# (benchmark title, [(column title, split, metric)]), from the splits table
+PAPER_LAYOUT = paper_layout()
 
 
 def format_cell(cell: dict[str, Any] | None) -> str:
@@ -42,7 +30,7 @@ def paper_tables(splits: dict[str, Any], label: str) -> str:
         cells = [label] + [format_cell(splits[split]["metrics"].get(metric)) for _, split, metric in present]
         counts = ["n"] + [str(splits[split]["n"]) for _, split, _ in present]
         widths = [max(len(h), len(c), len(n)) for h, c, n in zip(heads, cells, counts)]
-        line = lambda row: "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |"  # noqa: E731
+        line = lambda row, widths=widths: "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |"
         rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
         blocks.append("\n".join([f"{title} (% , ±95% interval)", line(heads), rule, line(cells), line(counts)]))
     return "\n\n".join(blocks)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import DatasetError, load_dataset, slugify
+from benchmark.datasets import DatasetError, load_dataset, slugify
 
 
 def test_published_counts_and_quirks(published: Path):

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.datasets import load_dataset
+from editkit.contract import EditorSettings
+from editkit.models import DEFAULT_MODEL, load_model
+from editkit.scoring import Scorer
+from editkit.undo import editing
 from editors import make_editor
-from editors.base import EditorSettings
-from harness.datasets import load_dataset
-from harness.models import DEFAULT_MODEL, load_model
-from harness.restore import undone_after
-from harness.scoring import Scorer
 
 from .test_plugin import records, run_pytest
 
@@ -38,8 +38,8 @@ def test_rome_wins_at_least_9_of_the_first_10_easy_edits(gemma, cache_dir: Path,
     for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=10).cases["easy"]:
         edit = case.edit
         prompt = [edit.relation.prompt.format(edit.subject.label)]
-        with undone_after(gemma.model) as journal:
-            journal.record(editor.apply([edit]))
+        with editing(gemma.model, editor):
+            editor.apply([edit])
             new, old = scorer.fact_scores(prompt, [edit.new_object.label, edit.object.label])
         wins += new > old
     assert wins >= 9

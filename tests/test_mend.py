@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmark.datasets import load_dataset
+from editkit.contract import EditorSettings
+from editkit.fingerprints import parameter_digest
+from editkit.hparams import find_hparams_file, load_hparams
+from editkit.undo import editing
 from editors import make_editor
-from editors.base import EditorSettings
-from editors.mend.editor import MEND, MENDHyperParams, build_network, module_names
-from editors.mend.train import training_data, train, validate
-from editors.hparams import find_hparams_file, load_hparams
-from harness.datasets import load_dataset
-from harness.generate import default_dataset_dir
-from harness.restore import parameter_digest, undone_after
+from editors.mend.config import HPARAMS_DIR, MENDHyperParams, build_network, module_names
+from editors.mend.editor import MEND
+from editors.mend.train import train, training_data, validate
+from generator.cli import default_dataset_dir
 
 from .test_plugin import records, run_pytest
 
@@ -26,7 +29,7 @@ def geography(cache_dir: Path):
 
 
 def tiny_hparams(loaded) -> MENDHyperParams:
-    return load_hparams(MENDHyperParams, find_hparams_file("mend", [loaded.hparams_key]))
+    return load_hparams(MENDHyperParams, find_hparams_file("mend", [HPARAMS_DIR], [loaded.hparams_key]))
 
 
 def test_training_lowers_the_validation_edit_loss_and_beats_the_untrained_editor(tiny_loader, geography, tmp_path):
@@ -63,8 +66,8 @@ def test_batch_edit_changes_only_the_edited_weights_and_undoes_exactly(tiny_load
     edits = [c.edit for c in load_dataset(published / "GPT2-XL", splits=("easy",), limit=3).cases["easy"]]
     before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
     digest = parameter_digest(loaded.model)
-    with undone_after(loaded.model) as journal:
-        journal.record(editor.apply(edits))
+    with editing(loaded.model, editor):
+        editor.apply(edits)
         changed = {n for n, p in loaded.model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {f"{n}.weight" for n in module_names(editor.hparams)}
     assert parameter_digest(loaded.model) == digest
@@ -76,4 +79,5 @@ def test_suites_run_mend_with_mle(cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     done = records(tmp_path / "mend" / "cases.jsonl")
     assert sorted(r["split"] for r in done) == ["easy", "hard"]
-    assert all(r["config"]["editor"] == "mend+MLE" and r["status"] == "ok" for r in done)
+    assert json.loads((tmp_path / "mend" / "run.json").read_text())["editor"] == "mend+MLE"
+    assert all(r["status"] == "ok" for r in done)

@@ -38,11 +38,12 @@ def test_each_case_is_an_item_with_its_record(tiny_run):
     proc, run_dir = tiny_run
     lines = records(run_dir / "cases.jsonl")
     assert sorted(r["split"] for r in lines) == ["composite", "coverage", "easy", "hard", "reverse"], proc.stdout[-3000:]
+    config = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))  # the configuration, once per run
+    assert config["model"] == "tiny-gpt2" and config["editor"] == "rome"
+    assert config["hparams"]["layers"] == [0] and "torch" in config["versions"]
     for line in lines:
-        assert line["status"] == "ok"
+        assert line["status"] == "ok" and "config" not in line
         assert line["seconds_edit"] > 0 and line["seconds_eval"] > 0
-        assert line["config"]["model"] == "tiny-gpt2" and line["config"]["editor"] == "rome"
-        assert line["config"]["hparams"]["layers"] == [0] and "torch" in line["config"]["versions"]
         assert line["scores"] and all(v == v for v in line["metrics"].values())
     round_line = next(r for r in lines if r["split"] == "easy")
     assert len(round_line["scores"]["m0_true"]) == len(round_line["scores"]["true_objects"]) >= 2
@@ -131,7 +132,7 @@ def test_broken_dataset_is_one_error_line(published: Path, cache_dir: Path, tmp_
 
 def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path, tmp_path: Path):
     proc = run_pytest(["suites/", "--editor", "romeo", "--dataset-dir", str(published / "GPT2-XL")], cache_dir)
-    assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: ft, memit, mend, rome)" in proc.stderr
+    assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: ft, memit, mend, rome; " in proc.stderr
     proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
                        "-k", "easy", "--results-dir", str(tmp_path / "r")], cache_dir)
     assert proc.returncode != 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import summarize, write_summary
+from harness.records import CaseRecord, summarize, write_summary
 from reports.charts import Series, bar_chart
 from reports.render import render_report
 from reports.runs import SELECTION_FILE, RunFolderError, load_run
@@ -38,13 +38,13 @@ def write_run(folder: Path, editor: str, records: list[dict], expected: dict[str
     (folder / "cases.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     (folder / SELECTION_FILE).write_text(json.dumps({"expected": expected}), encoding="utf-8")
     if finished:
-        write_summary(folder, records, records[0]["config"])
+        write_summary(folder, [CaseRecord.from_dict(r) for r in records], records[0]["config"])  # lines in the older format: config in each
     return folder
 
 
 @pytest.fixture()
 def runs(tmp_path: Path) -> list[Path]:
-    config = lambda editor: {"model": "openai-community/gpt2-xl", "editor": editor, "seed": 0, "hparams": {"layers": [17]},  # noqa: E731
+    config = lambda editor: {"model": "openai-community/gpt2-xl", "editor": editor, "seed": 0, "hparams": {"layers": [17]},
                              "versions": {"torch": "2.13.0"}, "git_commit": "abc123"}
     rome = [case_record("coverage", i, False, {"Succ": 1, "CS_exp": 1, "CM": 0.9 - 0.1 * i}, config("rome")) for i in range(3)]
     rome += [case_record("reverse", i, True, {"Succ": 1, "CS_exp": 1, "CS_imp": 0, "CM": 0.05}, config("rome"), "P36>P1376") for i in range(2)]

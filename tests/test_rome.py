@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.datasets import load_dataset
+from editkit.contract import EditorSettings
+from editkit.facts import Edit, Entity, Relation
+from editkit.fingerprints import parameter_digest
+from editkit.hparams import HyperParamsError
+from editkit.scoring import Scorer
+from editkit.undo import editing
 from editors import UnknownEditorError, make_editor
-from editors.base import EditorSettings
-from editors.hparams import HyperParamsError
 from editors.representations import subject_last_index
-from harness.datasets import Edit, Entity, Relation, load_dataset
-from harness.restore import parameter_digest, undone_after
 from harness.runner import CaseRunner
-from harness.scoring import Scorer
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 EDIT = Edit(Entity("Q90", "Paris"), Relation("P17", "{} is located in the country of", "", "country"),
@@ -35,8 +37,8 @@ def test_rome_edits_win_and_undo_is_exact(tiny_loader, cache_dir, published, nam
         prompt = [edit.relation.prompt.format(edit.subject.label)]
         objects = [edit.new_object.label, edit.object.label]
         before_new, before_old = scorer.fact_scores(prompt, objects)
-        with undone_after(loaded.model) as journal:
-            journal.record(editor.apply([edit]))
+        with editing(loaded.model, editor):
+            editor.apply([edit])
             assert parameter_digest(loaded.model) != digest
             after_new, after_old = scorer.fact_scores(prompt, objects)
         assert parameter_digest(loaded.model) == digest
@@ -48,9 +50,12 @@ def test_rome_edits_win_and_undo_is_exact(tiny_loader, cache_dir, published, nam
 def test_rome_changes_only_the_rewrite_weight(tiny_loader, cache_dir):
     loaded = tiny_loader("tiny-gpt2")
     editor = make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
-    originals = editor.apply([EDIT])
-    assert list(originals) == ["transformer.h.0.mlp.c_proj.weight"]
-    delta = loaded.model.get_parameter("transformer.h.0.mlp.c_proj.weight") - originals["transformer.h.0.mlp.c_proj.weight"]
+    assert editor.declared_parameters() == ["transformer.h.0.mlp.c_proj.weight"]
+    before = {name: p.detach().clone() for name, p in loaded.model.named_parameters()}
+    editor.apply([EDIT])
+    changed = [name for name, p in loaded.model.named_parameters() if not torch.equal(p, before[name])]
+    assert changed == ["transformer.h.0.mlp.c_proj.weight"]
+    delta = loaded.model.get_parameter("transformer.h.0.mlp.c_proj.weight") - before["transformer.h.0.mlp.c_proj.weight"]
     assert torch.linalg.matrix_rank(delta).item() == 1
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.scoring import Scorer, encode_completion
+from editkit.scoring import Scorer, encode_completion
 
 PROMPTS = ["The capital of France is", "Zürich is a city in", "{} plays the".format("Lionel Messi"), "The mother of  Maria is"]
 OBJECTS = ["Paris", "Switzerland", "football", "Maria Theresa of Austria", "&"]

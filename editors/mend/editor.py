@@ -10,76 +10,38 @@ tiny models; ``python -m editors.mend.train`` for anything larger).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from editors.base import Editor, EditorSettings, keep_originals
-from editors.hparams import HyperParamsError, as_dict, check_modules, editor_hparams
+from editkit.contract import Editor, EditorSettings
+from editkit.facts import Edit
+from editkit.hparams import HyperParamsError, as_dict, check_modules
+from editkit.models import LoadedModel
+from editkit.nethook import get_module
+from editors.mend.config import HPARAMS_DIR, MENDHyperParams, checkpoint_paths, load_network, module_names
 from editors.mend.gradients import edit_batch, gradient_factors
 from editors.mend.network import MENDNetwork
-from editors.representations import out_in_shape, weight_update
-from harness.datasets import Edit
-from harness.models import LoadedModel
-from harness.nethook import get_module
-
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
-
-
-@dataclass(frozen=True)
-class MENDHyperParams:
-    layers: list[int]
-    module_tmps: list[str]  # the edited weights: each template at each layer
-    rank: int  # of the low-rank residual layers
-    n_hidden: int
-    edit_lr: float  # initial per-layer step
-    lr: float  # Adam, editor network
-    lr_lr: float  # Adam, per-layer steps
-    cedit: float
-    cloc: float
-    batch_size: int
-    train_steps: int
-    val_every: int
-    checkpoint: str  # file name under editors/mend/checkpoints/ (shipped) or the cache's mend/ folder
-
-
-def module_names(hp: MENDHyperParams) -> list[str]:
-    return [tmp.format(layer) for layer in hp.layers for tmp in hp.module_tmps]
-
-
-def build_network(loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
-    shapes = {name: out_in_shape(get_module(loaded.model, name)) for name in module_names(hp)}
-    return MENDNetwork(shapes, hp.rank, hp.edit_lr, hp.n_hidden).to(loaded.device)
-
-
-def checkpoint_paths(hp: MENDHyperParams, cache_dir: Path, fingerprint: str) -> list[Path]:
-    """Where a checkpoint is looked for: shipped first, then the cache (keyed by the model's weights)."""
-    return [CHECKPOINT_DIR / hp.checkpoint, cache_dir / "mend" / f"{fingerprint}-{hp.checkpoint}"]
-
-
-def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("model_fingerprint") not in (None, loaded.fingerprint):
-        print(f"note: MEND checkpoint {path} was trained on weights {state['model_fingerprint']}, "
-              f"this model's are {loaded.fingerprint}", file=sys.stderr)
-    network = build_network(loaded, hp)
-    network.load_state_dict(state.get("best_network") or state["network"])  # the best validated network, else the last
-    return network
+from editors.representations import weight_update
 
 
 class MEND(Editor):
     name = "mend"
     supports_batch = True
+    hparams_dir = HPARAMS_DIR
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings, network: MENDNetwork | None = None) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path, hp = editor_hparams("mend", MENDHyperParams, loaded, settings.hparams_file)
+        self.hparams_path, hp = self.load_hparams(MENDHyperParams)
         # Family files count layers from the end (-1 = last), as models of one family differ in depth.
-        self.hparams = dataclasses.replace(hp, layers=[layer % loaded.num_layers for layer in hp.layers])
+        depth = loaded.num_layers
+        outside = [layer for layer in hp.layers if not -depth <= layer < depth]
+        if not hp.layers or outside:
+            raise HyperParamsError(f"{self.hparams_path}: layers {hp.layers}: each must be in {-depth}..{depth - 1} "
+                                   f"(the model has {depth} layers; negative counts from the end)")
+        self.hparams = dataclasses.replace(hp, layers=[layer % depth for layer in hp.layers])
         check_modules(self.hparams_path, loaded.model, {f"module_tmps[{i}]": t for i, t in enumerate(self.hparams.module_tmps)},
                       self.hparams.layers)
         if self.hparams.rank < 1 or self.hparams.batch_size < 1:
@@ -101,17 +63,17 @@ class MEND(Editor):
     def describe(self) -> dict[str, Any]:
         return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), "checkpoint": str(self.checkpoint)}
 
-    def apply(self, edits: Sequence[Edit]) -> dict[str, torch.Tensor]:
+    def declared_parameters(self) -> list[str]:
+        return [f"{name}.weight" for name in module_names(self.hparams)]
+
+    def apply(self, edits: Sequence[Edit]) -> None:
         names = module_names(self.hparams)
         factors = gradient_factors(self.loaded, edit_batch(self.loaded, edits), names)
         with torch.no_grad():
             updates = self.network(factors)
-        originals: dict[str, torch.Tensor] = {}
-        keep_originals(self.loaded.model, [f"{n}.weight" for n in names], originals)
         with torch.no_grad():
             for name, update in updates.items():
                 if not torch.isfinite(update).all():
                     raise FloatingPointError(f"MEND: non-finite update at {name} for {edits[0].describe()}")
                 module = get_module(self.loaded.model, name)
                 module.weight += weight_update(module, update).to(module.weight.dtype)
-        return originals

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.datasets import Edit
-from harness.models import LoadedModel
-from harness.nethook import get_module
-from harness.scoring import encode_completion, pad_batch, vocabulary_logits
+from editkit.facts import Edit
+from editkit.models import LoadedModel
+from editkit.nethook import get_module
+from editkit.scoring import encode_completion, pad_batch, vocabulary_logits
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def target_batch(loaded: LoadedModel, prompts: Sequence[str], targets: Sequence[
             rows.append(row)
             cols.append(pos - 1)
             tokens.append(e.ids[pos])
-    as_tensor = lambda v: torch.tensor(v, device=loaded.device)  # noqa: E731
+    as_tensor = lambda v: torch.tensor(v, device=loaded.device)
     return TargetBatch(ids, mask, as_tensor(rows), as_tensor(cols), as_tensor(tokens), len(encoded))
 
 
@@ -56,7 +56,7 @@ def target_nll(loaded: LoadedModel, batch: TargetBatch) -> torch.Tensor:
 
 
 def edit_batch(loaded: LoadedModel, edits: Sequence[Edit]) -> TargetBatch:
-    return target_batch(loaded, [e.relation.prompt.format(e.subject.label) for e in edits], [e.new_object.label for e in edits])
+    return target_batch(loaded, [e.prompt for e in edits], [e.new_object.label for e in edits])
 
 
 def gradient_factors(loaded: LoadedModel, batch: TargetBatch, module_names: Sequence[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -26,17 +26,18 @@ from typing import Any
 
 import torch
 
-from editors.base import EditorSettings
-from editors.hparams import as_dict, editor_hparams
-from editors.mend.editor import MENDHyperParams, build_network, checkpoint_paths, module_names
+from benchmark.datasets import ConflictCase, Dataset, RoundCase, load_dataset
+from editkit.cache import locked
+from editkit.contract import EditorSettings
+from editkit.facts import Edit, fill
+from editkit.hparams import as_dict, editor_hparams
+from editkit.models import LoadedModel
+from editkit.nethook import get_module
+from editkit.scoring import pad_batch, vocabulary_logits
+from editors.mend.config import HPARAMS_DIR, MENDHyperParams, build_network, checkpoint_paths, module_names
 from editors.mend.gradients import edit_batch, gradient_factors, swapped_weights, target_batch, target_nll
 from editors.mend.network import MENDNetwork
 from editors.representations import weight_update
-from harness.cache import locked
-from harness.datasets import ConflictCase, Dataset, Edit, RoundCase, load_dataset
-from harness.models import LoadedModel
-from harness.nethook import get_module
-from harness.scoring import pad_batch, vocabulary_logits
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def training_data(datasets: list[Dataset], holdout: int) -> TrainingData:
                 examples = [Example(e, prompts.get(e.relation.id, ()) or (e.relation.prompt,), str(dataset.root)) for e in edits]
                 if position >= holdout:
                     train += examples
-                    locality += [(e.relation.prompt.format(e.subject.label), e.object.label) for e in edits]
+                    locality += [(e.prompt, e.object.label) for e in edits]
                 elif split == "easy" and isinstance(case, RoundCase):
                     val += examples
     if not train or not val:
@@ -97,7 +98,7 @@ def kl_from_base(loaded: LoadedModel, base: torch.Tensor, batch: Any) -> torch.T
 
 
 def paraphrase_batch(loaded: LoadedModel, examples: list[Example], rng: random.Random):
-    prompts = [rng.choice(x.paraphrases).format(x.edit.subject.label) for x in examples]
+    prompts = [fill(rng.choice(x.paraphrases), x.edit.subject.label) for x in examples]
     return target_batch(loaded, prompts, [x.edit.new_object.label for x in examples])
 
 
@@ -105,7 +106,7 @@ def paraphrase_batch(loaded: LoadedModel, examples: list[Example], rng: random.R
 def validate(loaded: LoadedModel, network: MENDNetwork, data: TrainingData, names: list[str], limit: int = 20) -> dict[str, Any]:
     """The first ``limit`` held-out edits of each dataset, one at a time: success (new beats old on the rewrite
     prompt), loss on a paraphrase, and KL on unrelated facts; overall and per dataset."""
-    from harness.scoring import Scorer
+    from editkit.scoring import Scorer
 
     network.eval()
     scorer = Scorer(loaded.model, loaded.tokenizer)
@@ -116,7 +117,7 @@ def validate(loaded: LoadedModel, network: MENDNetwork, data: TrainingData, name
     examples = [x for source in data.sources for x in [v for v in data.val if v.source == source][:limit]]
     for x in examples:
         with swapped_weights(loaded.model, edited_weights(loaded, network, [x.edit], names)):
-            new, old = scorer.fact_scores([x.edit.relation.prompt.format(x.edit.subject.label)], [x.edit.new_object.label, x.edit.object.label])
+            new, old = scorer.fact_scores([x.edit.prompt], [x.edit.new_object.label, x.edit.object.label])
             wins.setdefault(x.source, []).append(new > old)
             losses.append(target_nll(loaded, paraphrase_batch(loaded, [x], rng)).item())
             kls.append(kl_from_base(loaded, base, loc_batch).item())
@@ -202,7 +203,7 @@ def _save(out: Path, loaded: LoadedModel, hp: MENDHyperParams, data: TrainingDat
 
 def train_on_first_use(loaded: LoadedModel, hp: MENDHyperParams, settings: EditorSettings) -> Path:
     """Train a network for this model on the generated geography dataset, cache it, and say so."""
-    from harness.generate import default_dataset_dir
+    from generator.cli import default_dataset_dir
 
     out = checkpoint_paths(hp, settings.cache_dir, loaded.fingerprint)[1]
     with locked(out):
@@ -215,9 +216,9 @@ def train_on_first_use(loaded: LoadedModel, hp: MENDHyperParams, settings: Edito
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.cache import default_cache_dir
-    from harness.generate import default_dataset_dir
-    from harness.models import load_model, resolve_device
+    from editkit.cache import default_cache_dir
+    from editkit.models import load_model, resolve_device
+    from generator.cli import default_dataset_dir
 
     parser = argparse.ArgumentParser(prog="python -m editors.mend.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma3-270m")
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     torch.manual_seed(args.seed)
     loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
-    _, hp = editor_hparams("mend", MENDHyperParams, loaded, args.hparams)
+    _, hp = editor_hparams("mend", [HPARAMS_DIR], MENDHyperParams, loaded, args.hparams)
     datasets = [load_dataset(default_dataset_dir(cache))] + [load_dataset(d) for d in args.dataset_dir]
     data = training_data(datasets, args.holdout)
     out = Path(args.out) if args.out else checkpoint_paths(hp, cache, loaded.fingerprint)[1]

@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.datasets import DatasetError, Relation
+from benchmark.datasets import DatasetError
+from editkit.facts import Relation
 
 RULE_KINDS = ("coverage", "reverse", "composite", "round")
 _REVERSE = re.compile(r"^([^&>]+)>([^&>]+)$")

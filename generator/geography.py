@@ -24,11 +24,11 @@ from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
 
-from harness.datasets import Entity
-from harness.knowledge.graph import KnowledgeGraph, graph_from_facts
+from editkit.facts import Entity
+from generator.graph import KnowledgeGraph, graph_from_facts
 
-RELATIONS_FILE = files("harness.knowledge") / "data" / "geography.relations.json"
-RULES_FILE = files("harness.knowledge") / "data" / "geography.rules.json"
+RELATIONS_FILE = files("generator") / "data" / "geography.relations.json"
+RULES_FILE = files("generator") / "data" / "geography.rules.json"
 CITIES_PER_COUNTRY = 3  # the most populous cities of each country, plus its capital
 
 

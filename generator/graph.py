@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.datasets import DatasetError, Entity
+from benchmark.datasets import DatasetError
+from editkit.facts import Entity
 
 TSV_COLUMNS = ("subject_id", "subject_label", "relation_id", "object_id", "object_label")
 

@@ -1,8 +1,9 @@
 """Hyper-parameters per editing method and model, read from JSON data files.
 
 Flat dataclasses with module-name templates, as in the original ROME code:
-one algorithm, many architectures. ``editors/hparams/<method>/<key>.json``
-holds one file per checkpoint (``gpt2-xl``, ``gpt-j-6b``: the published
+one algorithm, many architectures. An editor's folder (shipped editors:
+``editors/hparams/<method>/``; a plugin's: ``hparams/`` beside its module)
+holds one ``<key>.json`` per checkpoint (``gpt2-xl``, ``gpt-j-6b``: the published
 values) or per model family (``gpt2``, ``llama``, ``gemma3_text``: chosen
 values); a user can pass their own file. Files are checked on load: unknown
 or missing keys and module names absent from the model are clear errors.
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 import torch
 
-HPARAMS_DIR = Path(__file__).parent / "hparams"
+from editkit.facts import TemplateError, fill
 
 T = TypeVar("T")
 
@@ -26,21 +27,23 @@ class HyperParamsError(ValueError):
     """A hyper-parameter file that does not fit the method or the model."""
 
 
-def find_hparams_file(method: str, keys: list[str]) -> Path:
-    """The first of ``<method>/<key>.json`` that exists, for keys from most to least specific."""
+def find_hparams_file(method: str, folders: list[Path], keys: list[str]) -> Path:
+    """The first ``<folder>/<key>.json`` that exists, for keys from most to least specific."""
     for key in keys:
-        path = HPARAMS_DIR / method / f"{key}.json"
-        if path.is_file():
-            return path
-    known = sorted(p.stem for p in (HPARAMS_DIR / method).glob("*.json"))
+        for folder in folders:
+            path = folder / f"{key}.json"
+            if path.is_file():
+                return path
+    known = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")})
     raise HyperParamsError(
-        f"no {method} hyper-parameters for {' / '.join(keys)} (have: {', '.join(known)}); pass --hparams FILE"
+        f"no {method} hyper-parameters for {' / '.join(keys)} in {', '.join(map(str, folders))} "
+        f"(have: {', '.join(known) or 'none'}); pass --hparams FILE"
     )
 
 
-def editor_hparams(method: str, cls: type[T], loaded: Any, override: Path | str | None) -> tuple[Path, T]:
+def editor_hparams(method: str, folders: list[Path], cls: type[T], loaded: Any, override: Path | str | None) -> tuple[Path, T]:
     """The file an editor uses (``override``, else by checkpoint name, then by family) and what it holds."""
-    path = Path(override) if override else find_hparams_file(method, [loaded.hparams_key, loaded.family])
+    path = Path(override) if override else find_hparams_file(method, folders, [loaded.hparams_key, loaded.family])
     return path, load_hparams(cls, path)
 
 
@@ -78,13 +81,21 @@ def _has_type(value: Any, annotation: str) -> bool:
 
 
 def check_modules(path: Path | str, model: torch.nn.Module, templates: dict[str, str], layers: list[int]) -> None:
-    """Every ``template.format(layer)`` must name a module of ``model``."""
+    """Every ``module_name(template, layer)`` must name a module of ``model``."""
     names = dict(model.named_modules())
     for key, template in templates.items():
         for layer in layers:
-            name = template.format(layer)
+            try:
+                name = module_name(template, layer)
+            except TemplateError as exc:
+                raise HyperParamsError(f"{path}: {key}: {exc}") from None
             if name not in names:
                 raise HyperParamsError(f"{path}: {key} {template!r} gives {name!r}, which is not a module of the model")
+
+
+def module_name(template: str, layer: int) -> str:
+    """A module-name template (one ``{}`` for the layer, every other character literal) filled in."""
+    return fill(template, str(layer))
 
 
 def as_dict(hparams: Any) -> dict[str, Any]:

@@ -14,59 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFLICT_SPLITS = ("coverage", "reverse", "composite")
-ROUND_SPLITS = ("easy", "hard")
-SPLIT_FILES = {
-    "coverage": "coverage_edit.json",
-    "reverse": "reverse_edit.json",
-    "composite": "composite_edit.json",
-    "easy": "easy.json",
-    "hard": "hard.json",
-}
-CONFLICT_PROMPTS_FILE = "conflict_prompts.json"
-ROUND_PROMPTS_FILE = "round_prompts.json"
+from benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER, SPLITS
+from editkit.facts import Edit, Entity, Fact, Relation, TemplateError, check_template, fill
 
 
 class DatasetError(ValueError):
     """A dataset file that cannot be used; the message names file and record."""
-
-
-@dataclass(frozen=True)
-class Entity:
-    id: str
-    label: str
-
-
-@dataclass(frozen=True)
-class Relation:
-    id: str
-    prompt: str  # rewrite prompt, "{}" marks the subject
-    query: str
-    label: str
-
-
-@dataclass(frozen=True)
-class Fact:
-    subject: Entity
-    relation: Relation
-    object: Entity
-
-
-@dataclass(frozen=True)
-class Edit:
-    """``(s, r, o -> o*)``: what an editor is asked to change."""
-
-    subject: Entity
-    relation: Relation
-    object: Entity
-    new_object: Entity
-
-    @property
-    def new_fact(self) -> Fact:
-        return Fact(self.subject, self.relation, self.new_object)
-
-    def describe(self) -> str:
-        return f"{self.relation.prompt.format(self.subject.label)} [{self.object.label} -> {self.new_object.label}]"
 
 
 @dataclass(frozen=True)
@@ -168,8 +121,10 @@ class _Record:
         raw = self.get(obj, "relation", dict, at)
         here = f"{at}relation."
         prompt = self.get(raw, "prompt", str, here)
-        if prompt.count("{}") != 1:
-            raise DatasetError(f"{self.where}: {here}prompt {prompt!r} must contain '{{}}' exactly once")
+        try:
+            check_template(prompt)
+        except TemplateError as exc:
+            raise DatasetError(f"{self.where}: {here}prompt: {exc}") from None
         return Relation(
             id=self.get(raw, "id", str, here),
             prompt=prompt,
@@ -258,8 +213,10 @@ def load_prompt_file(path: Path) -> dict[str, tuple[str, ...]]:
         if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
             raise DatasetError(f"{path}: relation {relation_id}: expected a list of prompt strings")
         for template in templates:
-            if template.count("{}") != 1:
-                raise DatasetError(f"{path}: relation {relation_id}: prompt {template!r} must contain '{{}}' exactly once")
+            try:
+                check_template(template)
+            except TemplateError as exc:
+                raise DatasetError(f"{path}: relation {relation_id}: {exc}") from None
         prompts[relation_id] = tuple(templates)
     return prompts
 
@@ -280,7 +237,7 @@ class Dataset:
         return self.conflict_prompts if isinstance(case, ConflictCase) else self.round_prompts
 
     def all_cases(self) -> list[Case]:
-        return [case for split in (*CONFLICT_SPLITS, *ROUND_SPLITS) for case in self.cases.get(split, [])]
+        return [case for split in SPLIT_ORDER for case in self.cases.get(split, [])]
 
 
 def _relations_of(case: Case) -> list[tuple[Relation, str]]:
@@ -299,10 +256,10 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] | None = None, limit:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"--dataset-dir {root}: no such folder")
-    wanted = splits or (*CONFLICT_SPLITS, *ROUND_SPLITS)
-    present = [s for s in wanted if (root / SPLIT_FILES[s]).is_file()]
+    wanted = splits or SPLIT_ORDER
+    present = [s for s in wanted if (root / SPLITS[s].file).is_file()]
     if not present:
-        names = ", ".join(SPLIT_FILES[s] for s in wanted)
+        names = ", ".join(SPLITS[s].file for s in wanted)
         raise DatasetError(f"--dataset-dir {root}: holds none of the case files ({names})")
 
     def prompt_file(name: str) -> dict[str, tuple[str, ...]]:
@@ -311,17 +268,16 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] | None = None, limit:
             raise DatasetError(f"{path}: missing (needed by the case files in {root})")
         return load_prompt_file(path)
 
-    conflict_prompts = prompt_file(CONFLICT_PROMPTS_FILE) if any(s in CONFLICT_SPLITS for s in present) else {}
-    round_prompts = prompt_file(ROUND_PROMPTS_FILE) if any(s in ROUND_SPLITS for s in present) else {}
+    conflict_prompts = prompt_file(BENCHMARKS["conflict"].prompts_file) if any(s in CONFLICT_SPLITS for s in present) else {}
+    round_prompts = prompt_file(BENCHMARKS["round"].prompts_file) if any(s in ROUND_SPLITS for s in present) else {}
     cases: dict[str, list[Case]] = {}
     for split in present:
-        path = root / SPLIT_FILES[split]
+        path = root / SPLITS[split].file
         parsed: list[Case] = list(
             parse_conflict_file(path, split) if split in CONFLICT_SPLITS else parse_round_file(path, split)
         )
-        prompts, prompts_name = (
-            (conflict_prompts, CONFLICT_PROMPTS_FILE) if split in CONFLICT_SPLITS else (round_prompts, ROUND_PROMPTS_FILE)
-        )
+        prompts = conflict_prompts if split in CONFLICT_SPLITS else round_prompts
+        prompts_name = BENCHMARKS[SPLITS[split].benchmark].prompts_file
         for case in parsed:
             for relation, at in _relations_of(case):
                 if relation.id not in prompts:
@@ -334,4 +290,4 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] | None = None, limit:
 
 def prompt_set(relation: Relation, subject: str, paraphrases: dict[str, tuple[str, ...]]) -> list[str]:
     """METRICS.md's prompt set: the rewrite prompt plus the relation's paraphrases."""
-    return [relation.prompt.format(subject)] + [t.format(subject) for t in paraphrases[relation.id]]
+    return [fill(relation.prompt, subject)] + [fill(t, subject) for t in paraphrases.get(relation.id, ())]

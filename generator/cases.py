@@ -24,10 +24,11 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from harness.datasets import CONFLICT_SPLITS, ROUND_SPLITS, Entity
-from harness.knowledge.closeness import closeness_distances
-from harness.knowledge.graph import KnowledgeGraph
-from harness.knowledge.schema import RelationSpec, Rules
+from benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS
+from editkit.facts import Entity
+from generator.closeness import closeness_distances
+from generator.graph import KnowledgeGraph
+from generator.schema import RelationSpec, Rules
 
 MIN_TRUE_OBJECTS, MAX_TRUE_OBJECTS = 2, 10
 

@@ -1,0 +1,39 @@
+"""The floor an editor is written on: the public names of the editor contract and the primitives editors use.
+
+    from editkit import Editor, EditorSettings, Edit, LoadedModel, ALL_PARAMETERS
+
+* ``contract``: :class:`Editor` (what an editor implements), :class:`EditorSettings`, ``ALL_PARAMETERS``;
+* ``facts``: :class:`Edit`, :class:`Entity`, :class:`Relation`, :class:`Fact`, ``fill`` (prompt templates);
+* ``models``: :class:`LoadedModel` (model, tokenizer, device, family, fingerprint), ``load_model``;
+* ``nethook``: ``Trace``/``TraceDict`` (reversible hooks), ``get_module``;
+* ``scoring``: ``Scorer``, ``encode_completion``, ``pad_batch``, ``vocabulary_logits``;
+* ``hparams``: flat hyper-parameter dataclasses read from JSON, ``module_name`` for module-name templates;
+* ``fingerprints``: per-tensor fingerprints and ``parameter_digest`` (exact-undo proofs);
+* ``cache``: the on-disk cache shared by workers.
+
+Nothing here imports the harness, the editors or the reports (the floors above).
+Names are resolved on first use, so ``import editkit.facts`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "ALL_PARAMETERS": "editkit.contract", "Editor": "editkit.contract", "EditorSettings": "editkit.contract",
+    "Edit": "editkit.facts", "Entity": "editkit.facts", "Fact": "editkit.facts", "Relation": "editkit.facts", "fill": "editkit.facts",
+    "LoadedModel": "editkit.models", "load_model": "editkit.models", "resolve_device": "editkit.models",
+    "Trace": "editkit.nethook", "TraceDict": "editkit.nethook", "get_module": "editkit.nethook",
+    "Scorer": "editkit.scoring", "encode_completion": "editkit.scoring", "pad_batch": "editkit.scoring",
+    "vocabulary_logits": "editkit.scoring",
+    "HyperParamsError": "editkit.hparams", "load_hparams": "editkit.hparams", "module_name": "editkit.hparams",
+    "parameter_digest": "editkit.fingerprints", "parameter_fingerprints": "editkit.fingerprints",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'editkit' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

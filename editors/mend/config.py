@@ -1,0 +1,63 @@
+"""MEND's hyper-parameters, the network they shape, and where its trained checkpoints are.
+
+Read by both the editor (``editor.py``) and the trainer (``train.py``), so
+neither imports the other's module for them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from editkit.hparams import module_name
+from editkit.models import LoadedModel
+from editkit.nethook import get_module
+from editors.mend.network import MENDNetwork
+from editors.representations import out_in_shape
+
+HPARAMS_DIR = Path(__file__).parents[1] / "hparams" / "mend"
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class MENDHyperParams:
+    layers: list[int]
+    module_tmps: list[str]  # the edited weights: each template at each layer
+    rank: int  # of the low-rank residual layers
+    n_hidden: int
+    edit_lr: float  # initial per-layer step
+    lr: float  # Adam, editor network
+    lr_lr: float  # Adam, per-layer steps
+    cedit: float
+    cloc: float
+    batch_size: int
+    train_steps: int
+    val_every: int
+    checkpoint: str  # file name under editors/mend/checkpoints/ (shipped) or the cache's mend/ folder
+
+
+def module_names(hp: MENDHyperParams) -> list[str]:
+    return [module_name(tmp, layer) for layer in hp.layers for tmp in hp.module_tmps]
+
+
+def build_network(loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
+    shapes = {name: out_in_shape(get_module(loaded.model, name)) for name in module_names(hp)}
+    return MENDNetwork(shapes, hp.rank, hp.edit_lr, hp.n_hidden).to(loaded.device)
+
+
+def checkpoint_paths(hp: MENDHyperParams, cache_dir: Path, fingerprint: str) -> list[Path]:
+    """Where a checkpoint is looked for: shipped first, then the cache (keyed by the model's weights)."""
+    return [CHECKPOINT_DIR / hp.checkpoint, cache_dir / "mend" / f"{fingerprint}-{hp.checkpoint}"]
+
+
+def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("model_fingerprint") not in (None, loaded.fingerprint):
+        print(f"note: MEND checkpoint {path} was trained on weights {state['model_fingerprint']}, "
+              f"this model's are {loaded.fingerprint}", file=sys.stderr)
+    network = build_network(loaded, hp)
+    network.load_state_dict(state.get("best_network") or state["network"])  # the best validated network, else the last
+    return network

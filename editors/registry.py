@@ -1,0 +1,84 @@
+"""Which class ``--editor SPEC`` names: a shipped editor, one an installed package registers, or ``module:Class``.
+
+* Shipped: the table ``SHIPPED`` below.
+* Registered: any installed distribution may declare, in its ``pyproject.toml``,
+  ``[project.entry-points."pitfalls_harness.editors"]  myedit = "my_package.editing:MyEditor"``.
+* Any importable class: ``--editor my_package.editing:MyEditor``.
+
+Editor modules are imported only when chosen, so an editor's cost (and its
+imports) is paid only by its users.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from editkit.contract import Editor, EditorSettings
+from editkit.models import LoadedModel
+
+ENTRY_POINT_GROUP = "pitfalls_harness.editors"
+
+# name -> "module:Class"
+SHIPPED = {
+    "rome": "editors.rome:ROME",
+    "memit": "editors.memit:MEMIT",
+    "ft": "editors.ft:FT",
+    "mend": "editors.mend.editor:MEND",
+}
+
+
+class UnknownEditorError(ValueError):
+    """``--editor`` names no editor that can be loaded; the message says what is available."""
+
+
+def registered() -> dict[str, str]:
+    """Editors that installed distributions register under our entry-point group: name -> "module:Class"."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> dict[str, str]:
+    """Every editor ``--editor NAME`` can name; a shipped name wins over a registered one."""
+    return {**registered(), **SHIPPED}
+
+
+def _import_class(target: str, spec: str) -> type:
+    module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name:
+        raise UnknownEditorError(f"--editor {spec!r}: expected NAME or module.path:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownEditorError(f"--editor {spec!r}: cannot import module {module_name!r} ({exc})") from None
+    value = module
+    for part in class_name.split("."):
+        if not hasattr(value, part):
+            raise UnknownEditorError(f"--editor {spec!r}: module {module_name!r} has no {class_name!r}")
+        value = getattr(value, part)
+    return value
+
+
+def editor_class(spec: str) -> type[Editor]:
+    """The editor class ``spec`` names, checked against the contract's class-level part."""
+    known = available()
+    if spec in known:
+        target = known[spec]
+    elif ":" in spec:
+        target = spec
+    else:
+        raise UnknownEditorError(
+            f"--editor {spec!r}: unknown editor (known: {', '.join(sorted(known))}; or give module.path:ClassName)"
+        )
+    cls = _import_class(target, spec)
+    if not (isinstance(cls, type) and issubclass(cls, Editor)):
+        raise UnknownEditorError(f"--editor {spec!r}: {target} is not a subclass of editkit.Editor")
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise UnknownEditorError(f"--editor {spec!r}: {target} must set a class attribute name = '...'")
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        raise UnknownEditorError(f"--editor {spec!r}: {target} does not implement {', '.join(abstract)}")
+    return cls
+
+
+def make_editor(spec: str, loaded: LoadedModel, settings: EditorSettings) -> Editor:
+    return editor_class(spec)(loaded, settings)

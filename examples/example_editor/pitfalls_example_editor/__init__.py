@@ -1,0 +1,1 @@
+"""An example editor plugin for the pitfalls harness."""

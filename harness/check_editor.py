@@ -1,0 +1,165 @@
+"""``python -m harness.check_editor SPEC [--model tiny-llama]``: does an editor keep the editor contract?
+
+``SPEC`` is what ``--editor`` takes (a shipped name, a registered name, or
+``module.path:ClassName``). The editor runs on a small model through a few
+edits (single, and a batch when it claims ``supports_batch``); a table says,
+per check, what was found:
+
+* declared vs actually changed parameters (every parameter compared bit for bit);
+* the undo (the harness's guard) restores every tensor exactly;
+* the same edit under the same seed gives the same weights (determinism);
+* no hook left on a module, no ``requires_grad``, train/eval mode or config change;
+* an exception inside ``apply`` (reported, not a crash);
+* edit efficacy on the small model (the new object beats the old one; informational only).
+
+Exit status 0 when every check passed, 1 on a violation, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from editkit.contract import ALL_PARAMETERS, Editor, EditorSettings
+from editkit.facts import Edit, Entity, Relation
+from editkit.fingerprints import named_tensors, parameter_digest
+from editkit.models import LoadedModel
+from editkit.scoring import Scorer
+from harness.guard import EditFailure, ModelGuard, ModelState
+
+CAPITAL = Relation("P36", "The capital of {} is", "What is the capital of {}?", "capital")
+LANGUAGE = Relation("P37", "The official language of {} is", "What language is spoken in {}?", "official language")
+# Edits the checker makes: real facts, so a working editor has something to move.
+CHECK_EDITS = (
+    Edit(Entity("Q142", "France"), CAPITAL, Entity("Q90", "Paris"), Entity("Q220", "Rome")),
+    Edit(Entity("Q183", "Germany"), CAPITAL, Entity("Q64", "Berlin"), Entity("Q1085", "Prague")),
+    Edit(Entity("Q29", "Spain"), LANGUAGE, Entity("Q1321", "Spanish"), Entity("Q150", "French")),
+)
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool | None  # None: informational
+    detail: str
+
+
+def _changed(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
+    now = named_tensors(model)
+    return [name for name, value in before.items() if not torch.equal(now[name], value)]
+
+
+def _declared(editor: Editor, model: torch.nn.Module) -> list[str]:
+    declared = editor.declared_parameters()
+    return list(dict(model.named_parameters())) if declared == ALL_PARAMETERS else list(declared)
+
+
+def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHECK_EDITS, seed: int = 0,
+               reload: Callable[[], None] | None = None) -> list[Check]:
+    """Every check of the module docstring, in order; ``reload`` brings back weights an editor changed without declaring."""
+    model = loaded.model
+    checks: list[Check] = []
+    declared_raw = editor.declared_parameters()
+    declared = _declared(editor, model)
+    unknown = [n for n in declared if n not in dict(model.named_parameters())]
+    checks.append(Check("declares its parameters", not unknown and bool(declared),
+                        f"unknown: {unknown[0]!r}" if unknown else
+                        ("all parameters" if declared_raw == ALL_PARAMETERS else f"{len(declared)}: {', '.join(declared[:4])}"
+                         + (" ..." if len(declared) > 4 else ""))))
+    original = parameter_digest(model)
+    state = ModelState.read(model)
+    guard = ModelGuard(model, reload=reload)
+    scorer = Scorer(model, loaded.tokenizer)
+
+    def one_run(batch: Sequence[Edit], label: str) -> dict[str, torch.Tensor] | None:
+        """Apply ``batch`` through the guard; the changed tensors' values, or None when the edit failed."""
+        before = {name: t.detach().clone() for name, t in named_tensors(model).items()}
+        after: dict[str, torch.Tensor] | None = None
+        try:
+            with guard.case(editor) as case:
+                try:
+                    case.apply(batch, seed)
+                except EditFailure as exc:
+                    checks.append(Check(f"{label}: edit", False, str(exc)))
+                    raise
+                changed = _changed(model, before)
+                outside = [n for n in changed if n not in declared]
+                checks.append(Check(f"{label}: changes only declared parameters", not outside,
+                                    f"changed {len(changed)} of {len(declared)} declared" if not outside
+                                    else f"changed undeclared {outside[0]!r}"))
+                moved = [scorer.fact_scores([e.prompt], [e.new_object.label, e.object.label]) for e in batch]
+                wins = sum(new > old for new, old in moved)
+                checks.append(Check(f"{label}: edit efficacy (informational)", None, f"new object beats old in {wins}/{len(batch)}"))
+                after = {name: named_tensors(model)[name].detach().clone() for name in changed}
+        except EditFailure as exc:
+            if not any(c.name == f"{label}: edit" for c in checks):
+                checks.append(Check(f"{label}: contract after the edit", False, str(exc)))
+        exact = parameter_digest(model) == original
+        checks.append(Check(f"{label}: undo restores every tensor bit for bit", exact, "exact" if exact else "differs"))
+        return after
+
+    first = one_run([edits[0]], "single edit")
+    again = one_run([edits[0]], "same edit again")
+    if first is not None and again is not None:
+        same = first.keys() == again.keys() and all(torch.equal(first[n], again[n]) for n in first)
+        checks.append(Check("deterministic under the same seed", same, "identical weights" if same else "weights differ"))
+    if editor.supports_batch:
+        one_run(list(edits[:3]), f"batch of {len(edits[:3])}")
+    now = ModelState.read(model)
+    hooks_left = now.hooks - state.hooks
+    checks.append(Check("no hooks left behind", not hooks_left, f"{len(hooks_left)} left" if hooks_left else "none"))
+    checks.append(Check("no requires_grad / train-mode / config change",
+                        now.requires_grad == state.requires_grad and now.training == state.training and now.config == state.config,
+                        "unchanged" if now.requires_grad == state.requires_grad and now.training == state.training
+                        and now.config == state.config else "changed"))
+    return checks
+
+
+def format_table(spec: str, model_name: str, checks: list[Check]) -> str:
+    mark = {True: "ok", False: "FAIL", None: "info"}
+    width = max(len(c.name) for c in checks)
+    lines = [f"editor contract check: {spec} on {model_name}", ""]
+    lines += [f"{mark[c.passed]:>4}  {c.name.ljust(width)}  {c.detail}" for c in checks]
+    failed = sum(c.passed is False for c in checks)
+    lines += ["", f"{failed} violation(s)" if failed else "every check passed"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from editkit.cache import default_cache_dir
+    from editkit.models import ModelLoadError, load_model, resolve_device
+    from editors.registry import UnknownEditorError, editor_class
+
+    parser = argparse.ArgumentParser(prog="python -m harness.check_editor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("editor", help="shipped name, registered name, or module.path:ClassName")
+    parser.add_argument("--model", default="tiny-llama", help="model to check on (default: tiny-llama)")
+    parser.add_argument("--hparams", default=None, help="hyper-parameter file for the editor")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--stats-tokens", type=int, default=5000, help="statistics corpus tokens (small: it is a check)")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        cls = editor_class(args.editor)
+        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
+        settings = EditorSettings(cache_dir=cache, stats_tokens=args.stats_tokens, seed=args.seed,
+                                  hparams_file=Path(args.hparams) if args.hparams else None)
+        editor = cls(loaded, settings)
+    except (UnknownEditorError, ModelLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from editkit.models import reload_weights
+
+    checks = run_checks(editor, loaded, seed=args.seed, reload=lambda: reload_weights(loaded, cache))
+    print(format_table(args.editor, args.model, checks))
+    return 1 if any(c.passed is False for c in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

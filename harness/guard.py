@@ -1,0 +1,210 @@
+"""The harness's side of the editor contract: it owns the undo and checks every edit.
+
+``ModelGuard`` takes the loaded model's baseline once (a fingerprint of every
+parameter and buffer, hooks, modes, ``requires_grad`` flags, the config).
+Around each case (``with guard.case(editor) as case: case.apply(edits, seed)``)
+it clones what the editor declares before each edit, checks after each edit
+that nothing else changed, and on leaving copies the clones back and checks
+that every tensor is bit for bit the baseline. A violation or an exception in
+the editor becomes one :class:`EditFailure` naming the editor (and the
+parameter); the model is restored before it propagates, from the clones, or,
+when an undeclared tensor changed, by reloading the weights from their source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from editkit.contract import ALL_PARAMETERS, Editor
+from editkit.facts import Edit
+from editkit.fingerprints import named_tensors, parameter_fingerprints
+from editkit.undo import WeightJournal
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
+               "_load_state_dict_pre_hooks")
+
+
+class EditFailure(Exception):
+    """An edit that failed or broke the contract; the message is one line for the case's record."""
+
+
+class ModelDamaged(EditFailure):
+    """The model could not be brought back to its original weights: no later case can be trusted."""
+
+
+@dataclass
+class ModelState:
+    """Everything the contract says an edit must leave alone, besides undeclared tensor values."""
+
+    hooks: set[tuple[str, str, int]]
+    training: set[str]  # modules in train mode
+    requires_grad: set[str]  # parameters that require grad
+    config: str  # hash of the config's JSON
+    tensor_ids: dict[str, int]  # id() of each parameter/buffer object (replaced tensors are a violation)
+
+    @classmethod
+    def read(cls, model: torch.nn.Module) -> ModelState:
+        hooks = {(name, kind, hook_id) for name, module in model.named_modules() for kind in _HOOK_DICTS
+                 for hook_id in getattr(module, kind, {})}
+        config = getattr(model, "config", None)
+        config_text = config.to_json_string(use_diff=False) if config is not None and hasattr(config, "to_json_string") else ""
+        return cls(
+            hooks=hooks,
+            training={name for name, module in model.named_modules() if module.training},
+            requires_grad={name for name, p in model.named_parameters() if p.requires_grad},
+            config=hashlib.sha256(config_text.encode()).hexdigest(),
+            tensor_ids={name: id(t) for name, t in named_tensors(model).items()},
+        )
+
+
+@dataclass
+class GuardStats:
+    """Seconds spent checking and snapshotting, for the overhead benchmark."""
+
+    check_seconds: float = 0.0
+    checks: int = 0
+    snapshot_seconds: float = 0.0
+
+
+class ModelGuard:
+    """Owns the undo of every case and proves the contract held (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, reload: Callable[[], None] | None = None) -> None:
+        self.model = model
+        self.reload = reload  # copies the original weights back from their source (for undeclared changes)
+        self.baseline = parameter_fingerprints(model)
+        self.state = ModelState.read(model)
+        self.damaged: str | None = None
+        self.stats = GuardStats()
+
+    # Checks ---------------------------------------------------------------------------
+
+    def _changed(self, exclude: set[str] = frozenset()) -> list[str]:
+        start = time.perf_counter()
+        names = [n for n in self.baseline if n not in exclude]
+        now = parameter_fingerprints(self.model, names)
+        self.stats.check_seconds += time.perf_counter() - start
+        self.stats.checks += 1
+        return [n for n in names if now[n] != self.baseline[n]]
+
+    def _state_problems(self) -> list[str]:
+        now = ModelState.read(self.model)
+        problems = []
+        if now.tensor_ids.keys() != self.state.tensor_ids.keys():
+            added = sorted(now.tensor_ids.keys() - self.state.tensor_ids.keys())
+            removed = sorted(self.state.tensor_ids.keys() - now.tensor_ids.keys())
+            problems.append(f"changed the model's tensors (added {added[:3]}, removed {removed[:3]})")
+        replaced = sorted(n for n in now.tensor_ids.keys() & self.state.tensor_ids.keys() if now.tensor_ids[n] != self.state.tensor_ids[n])
+        if replaced:
+            problems.append(f"replaced tensor {replaced[0]!r} instead of changing it in place")
+        if now.hooks - self.state.hooks:
+            name, kind, _ = sorted(now.hooks - self.state.hooks)[0]
+            problems.append(f"left a hook behind ({kind} on {name or 'the model'!r})")
+        if now.training != self.state.training:
+            problems.append("changed the train/eval mode of the model")
+        if now.requires_grad != self.state.requires_grad:
+            flipped = sorted(now.requires_grad ^ self.state.requires_grad)
+            problems.append(f"changed requires_grad of {flipped[0]!r}")
+        if now.config != self.state.config:
+            problems.append("changed the model's config")
+        return problems
+
+    def _repair_state(self) -> None:
+        """Remove hooks the editor left, reset modes and requires_grad (tensor values are restored elsewhere)."""
+        for name, module in self.model.named_modules():
+            for kind in _HOOK_DICTS:
+                hooks = getattr(module, kind, None)
+                if hooks:
+                    for hook_id in [h for h in hooks if (name, kind, h) not in self.state.hooks]:
+                        del hooks[hook_id]
+            module.training = name in self.state.training
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in self.state.requires_grad)
+
+    # The case -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def case(self, editor: Editor) -> Iterator[CaseEdits]:
+        """Edits made through the yielded object are undone on leaving and the model proven original."""
+        if self.damaged:
+            raise ModelDamaged(self.damaged)
+        journal = WeightJournal(self.model)
+        edits = CaseEdits(self, editor, journal)
+        failure: EditFailure | None = None
+        try:
+            yield edits
+        finally:
+            journal.restore()
+            failure = self._after_case(editor, edits)
+        if failure is not None:
+            raise failure
+
+    def _after_case(self, editor: Editor, edits: CaseEdits) -> EditFailure | None:
+        problems = self._state_problems()
+        self._repair_state()
+        changed = self._changed()
+        if not changed and not problems:
+            return None
+        if changed and self.reload is not None:
+            self.reload()
+            changed = self._changed()
+        if changed:
+            self.damaged = (f"the model could not be restored after editor {editor.name!r} changed {changed[0]!r}: "
+                            "every later case of this worker is an error")
+            return ModelDamaged(self.damaged)
+        if edits.failure is None and problems:
+            return EditFailure(f"editor {editor.name!r} broke the contract: {problems[0]}")
+        return None
+
+
+@dataclass
+class CaseEdits:
+    """The edits of one case, applied through the guard."""
+
+    guard: ModelGuard
+    editor: Editor
+    journal: WeightJournal
+    failure: EditFailure | None = None
+    seconds: float = 0.0
+    applied: list[str] = field(default_factory=list)
+
+    def apply(self, edits: Sequence[Edit], seed: int) -> None:
+        guard, editor = self.guard, self.editor
+        declared = editor.declared_parameters()
+        if declared == ALL_PARAMETERS:
+            names = list(dict(guard.model.named_parameters()))
+        else:
+            names = list(declared)
+            unknown = [n for n in names if n not in guard.baseline]
+            if unknown:
+                self.failure = EditFailure(f"editor {editor.name!r} declared {unknown[0]!r}, which is not a parameter of the model")
+                raise self.failure
+        start = time.perf_counter()
+        self.journal.save(names)
+        guard.stats.snapshot_seconds += time.perf_counter() - start
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        try:
+            editor.apply(edits)
+        except Exception as exc:  # the editor's own error: recorded on the case, the model restored on leaving
+            message = " ".join(str(exc).split())[:400] or type(exc).__name__
+            self.failure = EditFailure(f"editor {editor.name!r} raised {type(exc).__name__} during {edits[0].describe()}: {message}")
+            raise self.failure from exc
+        finally:
+            self.seconds += time.perf_counter() - start
+        self.applied.extend(e.describe() for e in edits)
+        changed = guard._changed(exclude=set(names))
+        if changed:
+            self.failure = EditFailure(f"editor {editor.name!r} changed {changed[0]!r}, which it did not declare "
+                                       f"(declared: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
+            raise self.failure
+        problems = guard._state_problems()
+        if problems:
+            self.failure = EditFailure(f"editor {editor.name!r} broke the contract: {problems[0]}")
+            raise self.failure

@@ -1,0 +1,132 @@
+"""Fixtures: the model, the editor, the guard and the case runner, built once per process (worker),
+and ``run_case``, which runs one case and attaches its record to the item's report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.plugin.options import STATE, RunOptions, dataset_of, worker_id, worker_index
+
+RECORD_PROPERTY = "pitfalls_record"  # user property: the CaseRecord's JSON
+CONFIG_PROPERTY = "pitfalls_config"  # user property: the run configuration's JSON
+
+
+def share_cpu_threads() -> None:
+    """Under ``-n N`` split the CPU cores between the workers: N processes each using every core slow each other down."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(scope="session")
+def run_options(pytestconfig: pytest.Config) -> RunOptions:
+    return pytestconfig.stash[STATE].options
+
+
+@pytest.fixture(scope="session")
+def loaded_model(run_options: RunOptions):
+    from editkit.models import ModelLoadError, load_model, resolve_device
+
+    share_cpu_threads()
+    try:
+        device = resolve_device(run_options.device, worker_index())
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(device)
+        return load_model(run_options.model, device, run_options.dtype, run_options.cache_path)
+    except (ModelLoadError, ValueError) as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def editor(loaded_model, run_options: RunOptions):
+    from editkit.contract import EditorSettings
+    from editkit.hparams import HyperParamsError
+    from editors.corpus import CorpusError
+    from editors.registry import UnknownEditorError, make_editor
+
+    settings = EditorSettings(
+        cache_dir=run_options.cache_path, stats_corpus=run_options.stats_corpus, stats_tokens=run_options.stats_tokens,
+        seed=run_options.seed, hparams_file=Path(run_options.hparams) if run_options.hparams else None,
+    )
+    try:
+        return make_editor(run_options.editor, loaded_model, settings)
+    except (HyperParamsError, CorpusError, UnknownEditorError) as exc:
+        message = str(exc)
+    except Exception as exc:  # a plugin editor's constructor: one line naming it, not a traceback per case
+        message = f"editor {run_options.editor!r} could not be built: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: RunOptions) -> dict[str, Any]:
+    """The whole configuration of the run, written once to ``run.json`` (the same in every worker)."""
+    from harness.records import git_commit, versions
+
+    return {
+        "model": run_options.model, "model_family": loaded_model.family, "model_fingerprint": loaded_model.fingerprint,
+        "dtype": run_options.dtype, "editor": f"{editor.name}+MLE" if run_options.mle else editor.name, "editor_class": f"{type(editor).__module__}:{type(editor).__qualname__}",
+        **editor.describe(),
+        "seed": run_options.seed, "mle": run_options.mle, "dataset_dir": pytestconfig.stash[STATE].dataset_root, "limit": run_options.limit,
+        "versions": versions(), "git_commit": git_commit(),
+    }
+
+
+@pytest.fixture(scope="session")
+def model_guard(loaded_model, run_options: RunOptions):
+    """Owns every case's undo and checks the editor contract (harness/guard.py)."""
+    from editkit.models import reload_weights
+    from harness.guard import ModelGuard
+
+    return ModelGuard(loaded_model.model, reload=lambda: reload_weights(loaded_model, run_options.cache_path))
+
+
+@pytest.fixture(scope="session")
+def case_runner(pytestconfig: pytest.Config, editor, loaded_model, model_guard, run_options: RunOptions):
+    from editkit.scoring import Scorer
+    from harness.runner import CaseRunner
+
+    try:
+        return CaseRunner(editor, Scorer(loaded_model.model, loaded_model.tokenizer), lambda: dataset_of(pytestconfig),
+                          seed=run_options.seed, mle=run_options.mle, guard=model_guard)
+    except ValueError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture
+def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_options: RunOptions):
+    """Run a case, attach its record to the report, and fail the item if its pitfall showed or the edit failed."""
+    from harness.guard import EditFailure
+    from harness.records import CaseRecord
+    from harness.runner import case_group, case_seed
+
+    def attach(record: CaseRecord) -> None:
+        request.node.user_properties.append((RECORD_PROPERTY, record.to_json()))
+        request.node.user_properties.append((CONFIG_PROPERTY, json.dumps(run_config, ensure_ascii=False, default=str)))
+
+    def run(case, paraphrases: dict[str, tuple[str, ...]] | None = None):
+        """``paraphrases``: relation id -> extra prompt templates, for a hand-written case."""
+        try:
+            record = case_runner.run(case, paraphrases)
+        except EditFailure as exc:
+            attach(CaseRecord(case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index,
+                              group=case_group(case), status="error", seed=case_seed(run_options.seed, case.case_id),
+                              error=str(exc), device=str(case_runner.editor.loaded.device), worker=worker_id()))
+            pytest.fail(str(exc), pytrace=False)
+        record.worker = worker_id()
+        attach(record)
+        if record.pitfall and not run_options.record_only:
+            pytest.fail(record.pitfall_message, pytrace=False)
+        return record
+
+    return run

@@ -1,0 +1,144 @@
+"""The plugin's options, read once into :class:`RunOptions` and checked before anything runs.
+
+Also the per-process state every other part of the plugin reads: the options
+and the dataset (``--dataset-dir``, or the generated default dataset).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from benchmark.datasets import Dataset, DatasetError, load_dataset
+
+DEFAULT_EDITOR = "rome"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    editor: str
+    model: str
+    dataset_dir: str | None
+    limit: int | None
+    results_dir: str
+    run_name: str | None
+    device: str
+    dtype: str
+    seed: int
+    record_only: bool
+    mle: bool
+    hparams: str | None
+    stats_corpus: str
+    stats_tokens: int
+    cache_dir: str | None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> RunOptions:
+        get = config.getoption
+        return cls(
+            editor=get("--editor"), model=get("--model"), dataset_dir=get("--dataset-dir"), limit=get("--limit"),
+            results_dir=get("--results-dir"), run_name=get("--run-name"), device=get("--device"), dtype=get("--dtype"),
+            seed=get("--seed"), record_only=get("--record-only"), mle=get("--mle"), hparams=get("--hparams"),
+            stats_corpus=get("--stats-corpus"), stats_tokens=get("--stats-tokens"), cache_dir=get("--cache-dir"),
+        )
+
+    @property
+    def cache_path(self) -> Path:
+        from editkit.cache import default_cache_dir
+
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    @property
+    def run_label(self) -> str:
+        """The editor as the user named it (the run's config says the editor's own name)."""
+        return f"{self.editor}+MLE" if self.mle else self.editor
+
+
+def add_options(parser: pytest.Parser) -> None:
+    from editkit.presets import DEFAULT_MODEL
+
+    group = parser.getgroup("pitfalls", "knowledge-editing pitfalls")
+    group.addoption("--editor", default=DEFAULT_EDITOR,
+                    help="editing method: a shipped name (rome, memit, ft, mend), a name an installed package registers, "
+                         "or module.path:ClassName (default: rome)")
+    group.addoption("--model", default=DEFAULT_MODEL,
+                    help=f"preset name, local Hugging Face folder or hub id (default: {DEFAULT_MODEL})")
+    group.addoption("--dataset-dir", default=None, help="folder in the published ConflictEdit/RoundEdit format")
+    group.addoption("--limit", type=int, default=None, help="first N cases of each split")
+    group.addoption("--results-dir", default="results", help="where run folders are written (default: results/)")
+    group.addoption("--run-name", default=None, help="run folder name (default: time-model-editor)")
+    group.addoption("--device", default="auto", help="auto|cpu|cuda|cuda:N (default: auto)")
+    group.addoption("--dtype", default="float32", help="float32|float16|bfloat16 (default: float32)")
+    group.addoption("--seed", type=int, default=0, help="base seed; each case derives its own (default: 0)")
+    group.addoption("--record-only", action="store_true", help="record metrics without failing items on a pitfall")
+    group.addoption("--mle", action="store_true", help="Multi-Label Edit in the second round-edit step (batch editors)")
+    group.addoption("--hparams", default=None, help="hyper-parameter JSON file overriding the per-model one")
+    group.addoption("--stats-corpus", default="gensim-wiki",
+                    help="text behind the second-moment statistics: gensim-wiki or a .txt/.jsonl file")
+    group.addoption("--stats-tokens", type=int, default=100_000, help="corpus tokens for the statistics (default: 100000)")
+    group.addoption("--cache-dir", default=None, help="cache folder (default: $PITFALLS_CACHE_DIR or ~/.cache/pitfalls-harness)")
+
+
+def check_options(options: RunOptions) -> None:
+    """Every option a user can get wrong, as one usage line before any collection."""
+    from editors.registry import SHIPPED, UnknownEditorError, editor_class
+
+    if options.editor not in SHIPPED:  # shipped editors are known good; anything else is imported and checked now
+        try:
+            editor_class(options.editor)
+        except UnknownEditorError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    if options.limit is not None and options.limit < 0:
+        raise pytest.UsageError(f"--limit {options.limit}: must be 0 or more")
+    if options.device not in ("auto", "cpu", "cuda") and not options.device.startswith("cuda:"):
+        raise pytest.UsageError(f"--device {options.device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class PluginState:
+    """What the plugin holds for one pytest process."""
+
+    options: RunOptions
+    dataset: Dataset | None = None
+    dataset_root: str | None = None  # --dataset-dir, or the generated default dataset's folder
+
+
+STATE = pytest.StashKey[PluginState]()
+
+
+def dataset_of(config: pytest.Config) -> Dataset:
+    """The run's dataset, loaded once per process; a broken one is one usage line."""
+    state = config.stash[STATE]
+    if state.dataset is None:
+        try:
+            state.dataset_root = state.options.dataset_dir or str(_default_dataset(state.options))
+            state.dataset = load_dataset(state.dataset_root, limit=state.options.limit)
+        except DatasetError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        except ImportError as exc:
+            raise pytest.UsageError(f"the generated default dataset needs {exc.name or exc}: pip install pyworldatlas, "
+                                    "or pass --dataset-dir") from None
+    return state.dataset
+
+
+def _default_dataset(options: RunOptions) -> Path:
+    """Without --dataset-dir: the geography dataset generated from pyworldatlas (cached; see generator/cli.py)."""
+    from generator.cli import default_dataset_dir
+
+    return default_dataset_dir(Path(options.cache_dir) if options.cache_dir else None)
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def worker_id() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def worker_index() -> int | None:
+    worker = worker_id()
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None

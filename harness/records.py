@@ -1,0 +1,178 @@
+"""Results on disk: ``run.json`` once per run, ``cases.jsonl`` as cases finish, ``summary.json`` at the end.
+
+A case's result is a :class:`CaseRecord`, written as one JSON line and read
+back into the same dataclass; the run's configuration (model, fingerprint,
+editor, hyper-parameters, versions) is written once, in ``run.json``. Only the
+controlling pytest process writes (under xdist the workers send each case's
+record with its test report), so lines never interleave.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark import metrics as M
+from benchmark.splits import SPLIT_ORDER, SPLITS
+
+RUN_FILE = "run.json"
+CASES_FILE = "cases.jsonl"
+SUMMARY_FILE = "summary.json"
+SELECTION_FILE = "selection.json"
+
+
+@dataclass
+class CaseRecord:
+    """One finished case: one line of ``cases.jsonl``."""
+
+    case_id: str
+    benchmark: str  # conflict | round
+    split: str
+    index: int
+    group: str  # the rule (reverse, composite) or relation id (coverage, round): the report's breakdown
+    status: str = "ok"  # ok | error
+    seed: int | None = None
+    scores: dict[str, Any] = field(default_factory=dict)  # raw scores every metric was computed from
+    metrics: dict[str, float] = field(default_factory=dict)
+    pitfall: bool = False
+    pitfall_message: str = ""
+    error: str = ""  # one line, for status "error"
+    seconds_edit: float = 0.0
+    seconds_eval: float = 0.0
+    edits: list[str] = field(default_factory=list)  # human-readable edits applied
+    notes: list[str] = field(default_factory=list)
+    device: str = ""
+    worker: str = ""  # the xdist worker id, or "" without xdist
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, allow_nan=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
+        """Read a line back; unknown keys (such as the per-line ``config`` of older runs) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def run_folder(results_dir: Path, run_name: str | None, editor: str, model: str, mle: bool) -> Path:
+    """``<results-dir>/<run>``; by default a timestamped name with model and editor."""
+    if not run_name:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        label = f"{editor}+mle" if mle else editor
+        safe = lambda text: re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+        run_name = f"{stamp}-{safe(Path(model).name or model)}-{safe(label)}"
+    folder = results_dir / run_name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class CaseLog:
+    """Append-only ``cases.jsonl``: one line per finished case, flushed at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: CaseRecord) -> None:
+        self._handle.write(record.to_json() + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_cases(path: Path) -> list[CaseRecord]:
+    """Records of a (possibly interrupted) run; a torn or foreign line is skipped."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            data = json.loads(line)
+            records.append(CaseRecord.from_dict(data))
+        except (json.JSONDecodeError, TypeError, AttributeError):
+            continue
+    return records
+
+
+def latest_per_case(records: list[CaseRecord]) -> list[CaseRecord]:
+    """One record per case id, the last written (a resumed or repeated run appends)."""
+    return list({r.case_id: r for r in records}.values())
+
+
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """The run's configuration: ``run.json``; runs written before it existed kept it in every line (``config``)."""
+    path = folder / RUN_FILE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    cases = folder / CASES_FILE
+    for line in cases.read_text(encoding="utf-8").splitlines() if cases.is_file() else []:
+        try:
+            config = json.loads(line).get("config")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if config:
+            return config
+    return {}
+
+
+def write_run_config(folder: Path, config: dict[str, Any]) -> None:
+    (folder / RUN_FILE).write_text(json.dumps(config, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def summarize(records: list[CaseRecord]) -> dict[str, Any]:
+    """Per split: n, pitfall count, errors, and every metric in % with its 95% interval."""
+    scored = [r for r in records if r.ok]
+    summary: dict[str, Any] = {}
+    if not scored:
+        return summary
+    frame = pd.DataFrame([{"split": r.split, **r.metrics} for r in scored])
+    for split in SPLIT_ORDER:
+        rows = frame[frame["split"] == split]
+        if rows.empty:
+            continue
+        summary[split] = {
+            "n": len(rows),
+            "errors": sum(1 for r in records if r.split == split and not r.ok),
+            "pitfalls": sum(1 for r in scored if r.split == split and r.pitfall),
+            "metrics": {name: M.aggregate(name, rows[name].tolist()) for name in SPLITS[split].metrics},
+        }
+    return summary
+
+
+def git_commit(folder: Path | None = None) -> str | None:
+    """The commit of the harness's checkout (None when it is not a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder or Path(__file__).parent, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "pandas": pd.__version__}
+
+
+def write_summary(folder: Path, records: list[CaseRecord], config: dict[str, Any]) -> dict[str, Any]:
+    summary = {"config": config, "splits": summarize(records)}
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=_nan_safe), encoding="utf-8")
+    return summary
+
+
+def _nan_safe(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else str(value)

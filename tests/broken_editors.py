@@ -1,0 +1,56 @@
+"""Editors that break the contract on purpose, for the checker's and the guard's tests (tiny-llama names)."""
+
+from __future__ import annotations
+
+import torch
+
+from editkit import Editor
+
+DECLARED = "model.layers.0.mlp.down_proj.weight"
+
+
+class _Nudges(Editor):
+    """Adds a small constant to its declared weight: a real (if useless) edit."""
+
+    supports_batch = True
+
+    def declared_parameters(self):
+        return [DECLARED]
+
+    def apply(self, edits):
+        with torch.no_grad():
+            self.loaded.model.get_parameter(DECLARED).add_(0.01)
+
+
+class UndeclaredChange(_Nudges):
+    """Also changes the embedding, which it does not declare (through ``.data``, which no version counter sees)."""
+
+    name = "undeclared-change"
+
+    def apply(self, edits):
+        super().apply(edits)
+        self.loaded.model.get_parameter("model.embed_tokens.weight").data[0, 0] += 1.0
+
+
+class RaisesMidEdit(_Nudges):
+    """Writes its declared weight, then fails, as FT or MEMIT do on a non-finite loss."""
+
+    name = "raises-mid-edit"
+
+    def apply(self, edits):
+        super().apply(edits)
+        raise FloatingPointError("injected failure after writing weights")
+
+
+class LeavesHook(_Nudges):
+    """Leaves a forward hook on a module."""
+
+    name = "leaves-hook"
+
+    def apply(self, edits):
+        super().apply(edits)
+        self.loaded.model.get_submodule("model.layers.0").register_forward_hook(lambda *args: None)
+
+
+class Fine(_Nudges):
+    name = "fine"

@@ -1,0 +1,160 @@
+"""The editor contract: the checker, the harness's guard, plugins by entry point and module:Class, a user's own test file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.datasets import load_dataset
+from editkit.contract import EditorSettings
+from editkit.fingerprints import parameter_digest
+from editkit.models import reload_weights
+from editkit.scoring import Scorer
+from editors import make_editor
+from harness.check_editor import run_checks
+from harness.guard import EditFailure, ModelGuard
+from harness.runner import CaseRunner
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "example_editor"
+EXAMPLE_CLASS = "pitfalls_example_editor.editing:OneLayerFT"
+
+
+def settings(cache_dir: Path) -> EditorSettings:
+    return EditorSettings(cache_dir=cache_dir, stats_tokens=5000)
+
+
+def run_pytest(args: list[str], cache_dir: Path, cwd: Path = REPO, pythonpath: list[Path] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def example_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example editor, installed by pip (real wheel, real entry points) into a folder of its own.
+
+    ``--target`` keeps the test from changing the environment; the folder goes on PYTHONPATH of the runs below.
+    """
+    source = tmp_path_factory.mktemp("src") / "example_editor"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    target = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(target.glob("pitfalls_example_editor-*.dist-info/entry_points.txt"))
+    return target
+
+
+@pytest.mark.parametrize("spec", ["rome", "memit", "ft", "mend", EXAMPLE_CLASS])
+def test_checker_passes_every_shipped_editor_and_the_example(tiny_loader, cache_dir, spec, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    loaded = tiny_loader("tiny-llama")
+    editor = make_editor(spec, loaded, settings(cache_dir))
+    checks = run_checks(editor, loaded)
+    assert [c for c in checks if c.passed is False] == []
+    names = {c.name for c in checks}
+    assert {"single edit: changes only declared parameters", "single edit: undo restores every tensor bit for bit",
+            "deterministic under the same seed", "no hooks left behind"} <= names
+    assert any(name.startswith("batch of 3") for name in names) == editor.supports_batch
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("tests.broken_editors:UndeclaredChange", "changed 'model.embed_tokens.weight', which it did not declare"),
+    ("tests.broken_editors:RaisesMidEdit", "raised FloatingPointError during"),
+    ("tests.broken_editors:LeavesHook", "left a hook behind"),
+])
+def test_checker_catches_a_broken_editor(tiny_loader, cache_dir, spec, expected):
+    loaded = tiny_loader("tiny-llama")
+    original = parameter_digest(loaded.model)
+    editor = make_editor(spec, loaded, settings(cache_dir))
+    failed = [c for c in run_checks(editor, loaded, reload=lambda: reload_weights(loaded, cache_dir)) if c.passed is False]
+    assert failed and any(expected in c.detail for c in failed), failed
+    assert any(name in failed[0].detail for name in ("undeclared-change", "raises-mid-edit", "leaves-hook"))
+    assert parameter_digest(loaded.model) == original
+
+
+def test_checker_command_exit_status(cache_dir):
+    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir)}
+    command = [sys.executable, "-m", "harness.check_editor", "--model", "tiny-llama"]
+    good = subprocess.run([*command, "editors.rome:ROME"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert good.returncode == 0 and "every check passed" in good.stdout, good.stdout + good.stderr
+    bad = subprocess.run([*command, "tests.broken_editors:UndeclaredChange"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
+    unknown = subprocess.run([*command, "nosuch"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: --editor 'nosuch': unknown editor")
+
+
+@pytest.mark.parametrize("broken", ["UndeclaredChange", "RaisesMidEdit"])
+def test_after_a_failed_edit_the_next_case_runs_on_the_original_weights(tiny_loader, cache_dir, published, broken):
+    loaded = tiny_loader("tiny-llama")
+    original = parameter_digest(loaded.model)
+    dataset = load_dataset(published / "GPT2-XL", splits=("easy", "reverse"), limit=1)
+    easy, reverse = dataset.cases["easy"][0], dataset.cases["reverse"][0]
+    guard = ModelGuard(loaded.model, reload=lambda: reload_weights(loaded, cache_dir))
+    scorer = Scorer(loaded.model, loaded.tokenizer)
+    bad = CaseRunner(make_editor(f"tests.broken_editors:{broken}", loaded, settings(cache_dir)), scorer, dataset, guard=guard)
+    with pytest.raises(EditFailure, match="editor '(undeclared-change|raises-mid-edit)'"):
+        bad.run(easy)
+    assert parameter_digest(loaded.model) == original
+    good = make_editor("tests.broken_editors:Fine", loaded, settings(cache_dir))
+    after_failure = CaseRunner(good, scorer, dataset, guard=guard).run(reverse)
+    fresh = tiny_loader("tiny-llama")
+    on_fresh = CaseRunner(make_editor("tests.broken_editors:Fine", fresh, settings(cache_dir)),
+                          Scorer(fresh.model, fresh.tokenizer), dataset).run(reverse)
+    assert after_failure.scores == on_fresh.scores and after_failure.metrics == on_fresh.metrics
+    assert parameter_digest(loaded.model) == original
+
+
+def test_the_suites_record_an_editor_failure_on_its_case_and_go_on(published, cache_dir, tmp_path):
+    proc = run_pytest(["suites/", "--model", "tiny-llama", "--editor", "tests.broken_editors:UndeclaredChange",
+                       "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2", "-m", "easy",
+                       "--results-dir", str(tmp_path), "--run-name", "broken"], cache_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout
+    records = [json.loads(line) for line in (tmp_path / "broken" / "cases.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["error", "error"]
+    assert all("editor 'undeclared-change' changed 'model.embed_tokens.weight'" in r["error"] for r in records)
+    assert "easy: 0 cases scored, every case an error" in proc.stdout
+
+
+def test_a_plugin_editor_runs_by_entry_point_and_by_class_beside_rome(example_installed, published, cache_dir, tmp_path):
+    common = ["suites/", "--model", "tiny-llama", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-m", "easy",
+              "--record-only", "--results-dir", str(tmp_path), "--stats-tokens", "5000"]
+    runs = {"by-name": "example-ft", "by-class": EXAMPLE_CLASS, "rome": "rome"}
+    for run_name, spec in runs.items():
+        proc = run_pytest([*common, "--editor", spec, "--run-name", run_name], cache_dir, pythonpath=[example_installed])
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        config = json.loads((tmp_path / run_name / "run.json").read_text())
+        assert config["editor"] == ("rome" if spec == "rome" else "example-ft")
+        if spec != "rome":
+            assert config["editor_class"] == EXAMPLE_CLASS and config["hparams_file"].endswith("hparams/llama.json")
+    report = subprocess.run([sys.executable, "-m", "reports", str(tmp_path / "by-name"), str(tmp_path / "rome"), "-o",
+                             str(tmp_path / "both.html")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "both.html").read_text(encoding="utf-8")
+    assert "example-ft" in html and "rome" in html
+    unknown = run_pytest(["suites/", "--editor", "nosuch"], cache_dir, pythonpath=[example_installed])
+    assert "unknown editor (known: example-ft, ft, memit, mend, rome;" in unknown.stderr
+
+
+def test_a_users_own_test_file_runs_a_hand_written_case(cache_dir, tmp_path):
+    """The installed plugin works from any folder: the README's hand-written case, as a user would keep it."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("# test_my_cases.py")
+    source = readme[start : readme.index("```", start)]
+    (tmp_path / "test_my_cases.py").write_text(source, encoding="utf-8")
+    proc = run_pytest(["test_my_cases.py", "--model", "tiny-gpt2", "--editor", "rome", "--record-only",
+                       "--results-dir", str(tmp_path / "results"), "--run-name", "mine", "--stats-tokens", "5000"],
+                      cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "results" / "mine" / "cases.jsonl").read_text().splitlines()]
+    assert [r["case_id"] for r in records] == ["easy-0000-P47-france"] and records[0]["status"] == "ok"
+    assert "Easy Succ" in proc.stdout
