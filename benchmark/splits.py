@@ -34,9 +34,6 @@ class Split:
     def metrics(self) -> tuple[str, ...]:
         return tuple(metric for metric, _ in self.columns)
 
-    def column_title(self, metric: str) -> str:
-        return dict(self.columns)[metric]
-
     def shows_pitfall(self, metrics: dict[str, float]) -> bool:
         return metrics[self.pitfall_metric] == self.pitfall_value
 

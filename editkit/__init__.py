@@ -5,7 +5,7 @@
 * ``contract``: :class:`Editor` (what an editor implements), :class:`EditorSettings`, ``ALL_PARAMETERS``;
 * ``facts``: :class:`Edit`, :class:`Entity`, :class:`Relation`, :class:`Fact`, ``fill`` (prompt templates);
 * ``models``: :class:`LoadedModel` (model, tokenizer, device, family, fingerprint), ``load_model``;
-* ``nethook``: ``Trace``/``TraceDict`` (reversible hooks), ``get_module``;
+* ``nethook``: ``Trace`` (a reversible hook), ``get_module``;
 * ``scoring``: ``Scorer``, ``encode_completion``, ``pad_batch``, ``vocabulary_logits``;
 * ``hparams``: flat hyper-parameter dataclasses read from JSON, ``module_name`` for module-name templates;
 * ``fingerprints``: per-tensor fingerprints and ``parameter_digest`` (exact-undo proofs);
@@ -24,7 +24,7 @@ _PUBLIC = {
     "ALL_PARAMETERS": "editkit.contract", "Editor": "editkit.contract", "EditorSettings": "editkit.contract",
     "Edit": "editkit.facts", "Entity": "editkit.facts", "Fact": "editkit.facts", "Relation": "editkit.facts", "fill": "editkit.facts",
     "LoadedModel": "editkit.models", "load_model": "editkit.models", "resolve_device": "editkit.models",
-    "Trace": "editkit.nethook", "TraceDict": "editkit.nethook", "get_module": "editkit.nethook",
+    "Trace": "editkit.nethook", "get_module": "editkit.nethook",
     "Scorer": "editkit.scoring", "encode_completion": "editkit.scoring", "pad_batch": "editkit.scoring",
     "vocabulary_logits": "editkit.scoring",
     "HyperParamsError": "editkit.hparams", "load_hparams": "editkit.hparams", "module_name": "editkit.hparams",

@@ -65,10 +65,6 @@ class Edit:
     new_object: Entity
 
     @property
-    def new_fact(self) -> Fact:
-        return Fact(self.subject, self.relation, self.new_object)
-
-    @property
     def prompt(self) -> str:
         """The rewrite prompt with the subject filled in."""
         return fill(self.relation.prompt, self.subject.label)

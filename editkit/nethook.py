@@ -9,7 +9,7 @@ left with a stray hook after an exception.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,14 +21,6 @@ def get_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
         return model.get_submodule(name)
     except AttributeError as exc:
         raise LookupError(f"module {name!r} is not in the model ({type(model).__name__})") from exc
-
-
-def get_parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
-    """The parameter called ``name``; a clear error naming it if absent."""
-    try:
-        return model.get_parameter(name)
-    except AttributeError as exc:
-        raise LookupError(f"parameter {name!r} is not in the model ({type(model).__name__})") from exc
 
 
 def _first_tensor(value: Any) -> torch.Tensor:
@@ -93,20 +85,3 @@ class Trace(contextlib.AbstractContextManager):
     def __exit__(self, exc_type: type | None, *exc_info: object) -> bool:
         self.close()
         return exc_type is StopForward  # a stopped forward pass is not an error
-
-
-class TraceDict(contextlib.ExitStack):
-    """Several :class:`Trace` hooks at once, indexed by module name."""
-
-    def __init__(self, model: torch.nn.Module, names: Iterable[str], **trace_kwargs: Any) -> None:
-        super().__init__()
-        self.traces: dict[str, Trace] = {}
-        try:
-            for name in dict.fromkeys(names):
-                self.traces[name] = self.enter_context(Trace(model, name, **trace_kwargs))
-        except BaseException:
-            self.close()
-            raise
-
-    def __getitem__(self, name: str) -> Trace:
-        return self.traces[name]

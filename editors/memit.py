@@ -48,11 +48,9 @@ class MEMITHyperParams:
     v_weight_decay: float
     clamp_norm_factor: float
     kl_factor: float
-    mom2_adjustment: bool
     mom2_update_weight: float
     rewrite_module_tmp: str
     layer_module_tmp: str
-    mom2_dataset: str
     mom2_n_samples: int
     mom2_dtype: str
     context_template_length_params: list[list[int]]

@@ -47,7 +47,6 @@ class ROMEHyperParams:
     mom2_adjustment: bool
     context_template_length_params: list[list[int]]
     rewrite_module_tmp: str
-    mom2_dataset: str
     mom2_n_samples: int
     mom2_dtype: str
 

@@ -54,3 +54,14 @@ class LeavesHook(_Nudges):
 
 class Fine(_Nudges):
     name = "fine"
+
+
+class UndeclaredInPlace(_Nudges):
+    """Changes an undeclared weight through the parameter itself (an in-place op the version counter sees)."""
+
+    name = "undeclared-in-place"
+
+    def apply(self, edits):
+        super().apply(edits)
+        with torch.no_grad():
+            self.loaded.model.get_parameter("model.layers.1.mlp.down_proj.weight").mul_(1.5)

@@ -68,6 +68,7 @@ def test_checker_passes_every_shipped_editor_and_the_example(tiny_loader, cache_
 
 @pytest.mark.parametrize(("spec", "expected"), [
     ("tests.broken_editors:UndeclaredChange", "changed 'model.embed_tokens.weight', which it did not declare"),
+    ("tests.broken_editors:UndeclaredInPlace", "changed 'model.layers.1.mlp.down_proj.weight', which it did not declare"),
     ("tests.broken_editors:RaisesMidEdit", "raised FloatingPointError during"),
     ("tests.broken_editors:LeavesHook", "left a hook behind"),
 ])
@@ -77,7 +78,7 @@ def test_checker_catches_a_broken_editor(tiny_loader, cache_dir, spec, expected)
     editor = make_editor(spec, loaded, settings(cache_dir))
     failed = [c for c in run_checks(editor, loaded, reload=lambda: reload_weights(loaded, cache_dir)) if c.passed is False]
     assert failed and any(expected in c.detail for c in failed), failed
-    assert any(name in failed[0].detail for name in ("undeclared-change", "raises-mid-edit", "leaves-hook"))
+    assert any(name in c.detail for c in failed for name in ("undeclared-change", "undeclared-in-place", "raises-mid-edit", "leaves-hook"))
     assert parameter_digest(loaded.model) == original
 
 
@@ -93,7 +94,7 @@ def test_checker_command_exit_status(cache_dir):
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: --editor 'nosuch': unknown editor")
 
 
-@pytest.mark.parametrize("broken", ["UndeclaredChange", "RaisesMidEdit"])
+@pytest.mark.parametrize("broken", ["UndeclaredChange", "UndeclaredInPlace", "RaisesMidEdit"])
 def test_after_a_failed_edit_the_next_case_runs_on_the_original_weights(tiny_loader, cache_dir, published, broken):
     loaded = tiny_loader("tiny-llama")
     original = parameter_digest(loaded.model)
@@ -102,7 +103,7 @@ def test_after_a_failed_edit_the_next_case_runs_on_the_original_weights(tiny_loa
     guard = ModelGuard(loaded.model, reload=lambda: reload_weights(loaded, cache_dir))
     scorer = Scorer(loaded.model, loaded.tokenizer)
     bad = CaseRunner(make_editor(f"tests.broken_editors:{broken}", loaded, settings(cache_dir)), scorer, dataset, guard=guard)
-    with pytest.raises(EditFailure, match="editor '(undeclared-change|raises-mid-edit)'"):
+    with pytest.raises(EditFailure, match="editor '(undeclared-change|undeclared-in-place|raises-mid-edit)'"):
         bad.run(easy)
     assert parameter_digest(loaded.model) == original
     good = make_editor("tests.broken_editors:Fine", loaded, settings(cache_dir))

@@ -81,3 +81,17 @@ def test_suites_run_mend_with_mle(cache_dir, tmp_path):
     assert sorted(r["split"] for r in done) == ["easy", "hard"]
     assert json.loads((tmp_path / "mend" / "run.json").read_text())["editor"] == "mend+MLE"
     assert all(r["status"] == "ok" for r in done)
+
+
+def test_a_network_trained_for_other_layers_is_refused_and_the_cache_is_keyed_by_hyper_parameters(tiny_loader, cache_dir, tmp_path):
+    from editors.mend.config import CheckpointMismatch, checkpoint_paths, load_network
+
+    loaded = tiny_loader("tiny-gpt2")
+    hp = tiny_hparams(loaded)
+    other = dataclasses.replace(hp, layers=[0])
+    assert checkpoint_paths(hp, cache_dir, loaded.fingerprint)[1] != checkpoint_paths(other, cache_dir, loaded.fingerprint)[1]
+    path = tmp_path / "trained.pt"
+    torch.save({"network": build_network(loaded, hp).state_dict(), "hparams": dataclasses.asdict(hp)}, path)
+    assert load_network(path, loaded, hp) is not None
+    with pytest.raises(CheckpointMismatch, match=r"trained with layers=\[\d+(, \d+)*\], but the hyper-parameters ask for layers=\[0\]"):
+        load_network(path, loaded, other)

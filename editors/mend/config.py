@@ -6,6 +6,8 @@ neither imports the other's module for them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +50,23 @@ def build_network(loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
     return MENDNetwork(shapes, hp.rank, hp.edit_lr, hp.n_hidden).to(loaded.device)
 
 
+# What a trained network depends on besides the model: another value needs another network.
+NETWORK_FIELDS = ("layers", "module_tmps", "rank", "n_hidden", "edit_lr", "lr", "lr_lr", "cedit", "cloc", "batch_size", "train_steps")
+
+
+def network_key(hp: MENDHyperParams) -> str:
+    """A short hash of the hyper-parameters a trained network depends on (keys the cached checkpoints)."""
+    values = json.dumps({name: getattr(hp, name) for name in NETWORK_FIELDS}, sort_keys=True)
+    return hashlib.sha256(values.encode()).hexdigest()[:10]
+
+
 def checkpoint_paths(hp: MENDHyperParams, cache_dir: Path, fingerprint: str) -> list[Path]:
-    """Where a checkpoint is looked for: shipped first, then the cache (keyed by the model's weights)."""
-    return [CHECKPOINT_DIR / hp.checkpoint, cache_dir / "mend" / f"{fingerprint}-{hp.checkpoint}"]
+    """Where a checkpoint is looked for: shipped first, then the cache (keyed by the model's weights and the hyper-parameters)."""
+    return [CHECKPOINT_DIR / hp.checkpoint, cache_dir / "mend" / f"{fingerprint}-{network_key(hp)}-{hp.checkpoint}"]
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint trained for other layers, weights or network sizes than the hyper-parameters ask for."""
 
 
 def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
@@ -58,6 +74,14 @@ def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNe
     if state.get("model_fingerprint") not in (None, loaded.fingerprint):
         print(f"note: MEND checkpoint {path} was trained on weights {state['model_fingerprint']}, "
               f"this model's are {loaded.fingerprint}", file=sys.stderr)
+    trained = state.get("hparams") or {}
+    if "layers" in trained:  # family files count from the end: compare as layer indices of this model
+        trained = {**trained, "layers": [layer % loaded.num_layers for layer in trained["layers"]]}
+    differs = [name for name in ("layers", "module_tmps", "rank", "n_hidden") if name in trained and trained[name] != getattr(hp, name)]
+    if differs:
+        name = differs[0]
+        raise CheckpointMismatch(f"MEND checkpoint {path} was trained with {name}={trained[name]}, but the hyper-parameters ask "
+                                 f"for {name}={getattr(hp, name)}: train one (python -m editors.mend.train) or change the checkpoint")
     network = build_network(loaded, hp)
     network.load_state_dict(state.get("best_network") or state["network"])  # the best validated network, else the last
     return network

@@ -1,0 +1,64 @@
+"""What the editor-contract checks cost per case: the guard's fingerprints and clones against the whole case.
+
+    python -m benchmarks.guard_overhead --model gemma3-270m --editors rome ft mend --cases 1
+
+Runs the first ``--cases`` cases of every split of ``--dataset-dir`` (default:
+the generated geography dataset) through the case runner, as the suites do,
+and prints per editor: seconds per case, the guard's fingerprint checks and
+clones per case, their share of the case, and how many checks ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from benchmark.datasets import load_dataset
+from editkit.cache import default_cache_dir
+from editkit.contract import EditorSettings
+from editkit.models import load_model, resolve_device
+from editkit.scoring import Scorer
+from editors import make_editor
+from harness.guard import ModelGuard
+from harness.runner import CaseRunner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gemma3-270m")
+    parser.add_argument("--editors", nargs="+", default=["rome", "ft", "mend"])
+    parser.add_argument("--cases", type=int, default=1, help="cases per split")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dataset-dir", default=None)
+    args = parser.parse_args()
+    cache = default_cache_dir()
+    if args.dataset_dir is None:
+        from generator.cli import default_dataset_dir
+
+        args.dataset_dir = default_dataset_dir(cache)
+    dataset = load_dataset(args.dataset_dir, limit=args.cases)
+    loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
+    n_values = sum(p.numel() for p in loaded.model.parameters())
+    print(f"{args.model} on {loaded.device}: {n_values / 1e6:.0f}M parameter values; {len(dataset.all_cases())} cases per editor")
+    print("| editor | s per case | checks per case | check s per case | clone s per case | overhead % |")
+    print("|---|---|---|---|---|---|")
+    for name in args.editors:
+        editor = make_editor(name, loaded, EditorSettings(cache_dir=cache))
+        guard = ModelGuard(loaded.model)
+        runner = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard)
+        runner.run(dataset.all_cases()[0])  # warm-up: statistics, templates, first-use costs
+        guard.stats.check_seconds = guard.stats.snapshot_seconds = 0.0
+        guard.stats.checks = 0
+        start = time.perf_counter()
+        cases = dataset.all_cases()
+        for case in cases:
+            runner.run(case)
+        total = time.perf_counter() - start
+        n = len(cases)
+        check, clone = guard.stats.check_seconds / n, guard.stats.snapshot_seconds / n
+        print(f"| {name} | {total / n:.2f} | {guard.stats.checks / n:.1f} | {check:.3f} | {clone:.3f} | "
+              f"{100 * (check + clone) / (total / n):.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
