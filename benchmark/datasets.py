@@ -17,6 +17,8 @@ from typing import Any
 from benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER, SPLITS
 from editkit.facts import Edit, Entity, Fact, Relation, TemplateError, check_template, fill
 
+MAX_LABEL_CHARS = 500  # the longest published label has 191 characters
+
 
 class DatasetError(ValueError):
     """A dataset file that cannot be used; the message names file and record."""
@@ -37,6 +39,11 @@ class ConflictCase:
         return "conflict"
 
     @property
+    def group(self) -> str:
+        """The rule (reverse, composite) or the edited relation (coverage): the report's breakdown."""
+        return self.rule or self.edits[0].relation.id
+
+    @property
     def case_id(self) -> str:
         tag = rule_slug(self.rule) if self.rule else self.edits[0].relation.id
         return f"{self.split}-{self.index:04d}-{tag}-{slugify(self.edits[0].subject.label)}"
@@ -55,6 +62,11 @@ class RoundCase:
     @property
     def benchmark(self) -> str:
         return "round"
+
+    @property
+    def group(self) -> str:
+        """The edited relation: the report's breakdown."""
+        return self.edit.relation.id
 
     @property
     def case_id(self) -> str:
@@ -112,10 +124,16 @@ class _Record:
 
     def entity(self, obj: dict, key: str, at: str) -> Entity:
         raw = self.get(obj, key, dict, at)
-        return Entity(
-            id=str(self.get(raw, "id", (str, int), f"{at}{key}.")),
-            label=self.get(raw, "label", str, f"{at}{key}."),
-        )
+        label = self.get(raw, "label", str, f"{at}{key}.")
+        if not label.strip():
+            raise DatasetError(f"{self.where}: '{at}{key}.label' is empty; every subject and object needs its name")
+        if len(label) > MAX_LABEL_CHARS:
+            raise DatasetError(f"{self.where}: '{at}{key}.label' is {len(label)} characters long (at most {MAX_LABEL_CHARS}); "
+                               "a label is an entity's name, not a text")
+        if any(ch in label for ch in "\n\r\t\x00"):
+            raise DatasetError(f"{self.where}: '{at}{key}.label' {label[:40]!r} holds a line break, tab or NUL; "
+                               "give the name on one line")
+        return Entity(id=str(self.get(raw, "id", (str, int), f"{at}{key}.")), label=label)
 
     def relation(self, obj: dict, at: str) -> Relation:
         raw = self.get(obj, "relation", dict, at)
@@ -150,6 +168,8 @@ def _records(path: Path) -> list[Any]:
     data = _read_json(path)
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a list of records, got {type(data).__name__}")
+    if not data:
+        raise DatasetError(f"{path}: holds no cases (an empty list); add cases or remove the file")
     return data
 
 

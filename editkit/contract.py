@@ -57,11 +57,13 @@ import inspect
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from editkit.facts import Edit
 from editkit.hparams import editor_hparams
-from editkit.models import LoadedModel
+
+if TYPE_CHECKING:
+    from editkit.models import LoadedModel
 
 ALL_PARAMETERS = "all"  # what an editor that cannot say which parameters it changes declares
 

@@ -14,17 +14,45 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from editkit.facts import TemplateError, fill
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
 
 class HyperParamsError(ValueError):
     """A hyper-parameter file that does not fit the method or the model."""
+
+
+def bounded(low: float | None = None, *, above: float | None = None, high: float | None = None, nonempty: bool = False) -> Any:
+    """A dataclass field whose value (each element, for a list) must be >= ``low``, > ``above`` and <= ``high``.
+
+    ``load_hparams`` checks it, so a file with ``v_num_grad_steps: 0`` is one clear error, not a crash mid-edit.
+    """
+    return dataclasses.field(metadata={"low": low, "above": above, "high": high, "nonempty": nonempty})
+
+
+def _check_range(path: Path, name: str, value: Any, meta: Any) -> None:
+    if meta.get("nonempty") and isinstance(value, list) and not value:
+        raise HyperParamsError(f"{path}: {name} is empty; give at least one value")
+    for item in (value if isinstance(value, list) else [value]):
+        if isinstance(item, list):
+            for inner in item:
+                _check_range(path, name, inner, {**meta, "nonempty": False})
+            continue
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        if item != item or item in (float("inf"), float("-inf")):
+            raise HyperParamsError(f"{path}: {name} = {item}: must be a finite number")
+        low, above, high = meta.get("low"), meta.get("above"), meta.get("high")
+        if (low is not None and item < low) or (above is not None and item <= above) or (high is not None and item > high):
+            wanted = " and ".join(text for text in (f">= {low}" if low is not None else "", f"> {above}" if above is not None else "",
+                                                    f"<= {high}" if high is not None else "") if text)
+            raise HyperParamsError(f"{path}: {name} = {item}: must be {wanted}")
 
 
 def find_hparams_file(method: str, folders: list[Path], keys: list[str]) -> Path:
@@ -50,9 +78,9 @@ def editor_hparams(method: str, folders: list[Path], cls: type[T], loaded: Any, 
 def load_hparams(cls: type[T], path: Path) -> T:
     """Read ``path`` into the dataclass ``cls``; unknown, missing or mistyped keys are errors."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HyperParamsError(f"{path}: cannot read hyper-parameters ({exc})") from None
+        raw = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=lambda c: float(c))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HyperParamsError(f"{path}: cannot read hyper-parameters ({exc}); give a JSON object of the editor's keys") from None
     if not isinstance(raw, dict):
         raise HyperParamsError(f"{path}: expected a JSON object")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -65,6 +93,8 @@ def load_hparams(cls: type[T], path: Path) -> T:
     for name, value in raw.items():
         if not _has_type(value, str(fields[name].type)):
             raise HyperParamsError(f"{path}: {name} should be {fields[name].type}, got {value!r}")
+        if fields[name].metadata:
+            _check_range(Path(path), name, value, fields[name].metadata)
     return cls(**raw)  # type: ignore[call-arg]
 
 

@@ -131,6 +131,9 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
     else:
         if name in GGUF_PRESETS:
             source, hparams_key = str(_dequantized_folder(name, GGUF_PRESETS[name], cache_dir)), GGUF_PRESETS[name].hparams_key
+        elif not Path(name).expanduser().exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+            raise ModelLoadError(f"--model {name}: no such folder (give a preset: {', '.join(preset_names())}; "
+                                 "a local Hugging Face folder; or a hub id)")
         elif Path(name).expanduser().exists():
             source = str(Path(name).expanduser())
             hparams_key = _hub_key(source)

@@ -87,6 +87,15 @@ class Scorer:
     max_rows: int = 64  # (prompt, object) pairs per forward pass
     _encoded: dict[tuple[str, str], Encoded] = field(default_factory=dict, repr=False)
 
+    def max_tokens(self) -> int:
+        """The longest input the model takes (its position embeddings); very large when it sets none."""
+        config = self.model.config.get_text_config()
+        return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1 << 30)
+
+    def encode(self, prompt: str, obj: str) -> Encoded:
+        """``prompt + " " + obj`` as the scorer tokenizes it (cached)."""
+        return self._encode(prompt, obj)
+
     def _encode(self, prompt: str, obj: str) -> Encoded:
         key = (prompt, obj)
         if key not in self._encoded:

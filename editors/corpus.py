@@ -22,6 +22,7 @@ from pathlib import Path
 GENSIM_WIKI = "gensim-wiki"
 _GENSIM_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_WORDS = 20  # shorter paragraphs are mostly captions and list debris
+MIN_CHUNK_TOKENS = 8  # shorter text pieces are not used for statistics
 
 
 class CorpusError(ValueError):

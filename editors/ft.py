@@ -17,7 +17,7 @@ import torch
 
 from editkit.contract import Editor, EditorSettings
 from editkit.facts import Edit
-from editkit.hparams import HyperParamsError, as_dict, check_modules, module_name
+from editkit.hparams import as_dict, bounded, check_modules, module_name
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editkit.scoring import encode_completion, pad_batch, vocabulary_logits
@@ -27,13 +27,13 @@ EARLY_STOP_LOSS = 1e-2
 
 @dataclass(frozen=True)
 class FTHyperParams:
-    layers: list[int]
-    num_steps: int
-    lr: float
-    weight_decay: float
-    norm_constraint: float
+    layers: list[int] = bounded(0, nonempty=True)
+    num_steps: int = bounded(1)
+    lr: float = bounded(above=0)
+    weight_decay: float = bounded(0)
+    norm_constraint: float = bounded(above=0)
     rewrite_module_tmp: str
-    batch_size: int
+    batch_size: int = bounded(1)
 
 
 class FT(Editor):
@@ -43,10 +43,6 @@ class FT(Editor):
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
         self.hparams_path, self.hparams = self.load_hparams(FTHyperParams)
-        if self.hparams.norm_constraint <= 0 or self.hparams.num_steps < 1:
-            raise HyperParamsError(f"{self.hparams_path}: norm_constraint must be > 0 and num_steps >= 1")
-        if not self.hparams.layers or self.hparams.batch_size < 1:
-            raise HyperParamsError(f"{self.hparams_path}: layers must name at least one layer and batch_size be >= 1")
         check_modules(self.hparams_path, loaded.model, {"rewrite_module_tmp": self.hparams.rewrite_module_tmp}, self.hparams.layers)
 
     def describe(self) -> dict[str, Any]:

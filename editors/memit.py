@@ -20,6 +20,7 @@ takes the direction that the norm turns into the wanted output).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 
 from editkit.contract import Editor, EditorSettings
 from editkit.facts import Edit, fill
-from editkit.hparams import HyperParamsError, as_dict, check_modules, check_value_hparams, module_name
+from editkit.hparams import HyperParamsError, as_dict, bounded, check_modules, check_value_hparams, module_name
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.context_templates import context_templates
@@ -39,24 +40,24 @@ from editors.value_optimization import ValueObjective, optimize_target
 
 @dataclass(frozen=True)
 class MEMITHyperParams:
-    layers: list[int]
+    layers: list[int] = bounded(0, nonempty=True)
     layer_selection: str
     fact_token: str
-    v_num_grad_steps: int
-    v_lr: float
+    v_num_grad_steps: int = bounded(1)
+    v_lr: float = bounded(above=0)
     v_loss_layer: int
-    v_weight_decay: float
-    clamp_norm_factor: float
-    kl_factor: float
-    mom2_update_weight: float
+    v_weight_decay: float = bounded(0)
+    clamp_norm_factor: float = bounded(above=0)
+    kl_factor: float = bounded(0)
+    mom2_update_weight: float = bounded(above=0)
     rewrite_module_tmp: str
     layer_module_tmp: str
-    mom2_n_samples: int
+    mom2_n_samples: int = bounded(1)
     mom2_dtype: str
-    context_template_length_params: list[list[int]]
+    context_template_length_params: list[list[int]] = bounded(1)
     context_template_starts: list[str]
     post_mlp_norm_tmp: str = ""  # Gemma-3: the norm between the MLP output and the residual stream
-    post_mlp_norm_ridge: float = 0.01  # regularises the mapping through that norm (see through_rms_norm)
+    post_mlp_norm_ridge: float = dataclasses.field(default=0.01, metadata={"low": 0})  # regularises the mapping through that norm
 
 
 def check_memit_hparams(path: Any, hp: MEMITHyperParams, loaded: LoadedModel) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from editkit.contract import Editor, EditorSettings
-from editkit.models import LoadedModel
+if TYPE_CHECKING:  # the registry is read when pytest starts: it must not import torch
+    from editkit.contract import Editor, EditorSettings
+    from editkit.models import LoadedModel
 
 ENTRY_POINT_GROUP = "pitfalls_harness.editors"
 
@@ -70,6 +72,8 @@ def editor_class(spec: str) -> type[Editor]:
             f"--editor {spec!r}: unknown editor (known: {', '.join(sorted(known))}; or give module.path:ClassName)"
         )
     cls = _import_class(target, spec)
+    from editkit.contract import Editor
+
     if not (isinstance(cls, type) and issubclass(cls, Editor)):
         raise UnknownEditorError(f"--editor {spec!r}: {target} is not a subclass of editkit.Editor")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:

@@ -25,7 +25,7 @@ import torch
 
 from editkit.contract import Editor, EditorSettings
 from editkit.facts import Edit, fill
-from editkit.hparams import as_dict, check_modules, check_value_hparams, module_name
+from editkit.hparams import as_dict, bounded, check_modules, check_value_hparams, module_name
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.context_templates import context_templates
@@ -36,18 +36,18 @@ from editors.value_optimization import ValueObjective, optimize_target
 
 @dataclass(frozen=True)
 class ROMEHyperParams:
-    layers: list[int]
+    layers: list[int] = bounded(0, nonempty=True)
     fact_token: str
-    v_num_grad_steps: int
-    v_lr: float
+    v_num_grad_steps: int = bounded(1)
+    v_lr: float = bounded(above=0)
     v_loss_layer: int
-    v_weight_decay: float
-    clamp_norm_factor: float
-    kl_factor: float
+    v_weight_decay: float = bounded(0)
+    clamp_norm_factor: float = bounded(above=0)
+    kl_factor: float = bounded(0)
     mom2_adjustment: bool
-    context_template_length_params: list[list[int]]
+    context_template_length_params: list[list[int]] = bounded(1)
     rewrite_module_tmp: str
-    mom2_n_samples: int
+    mom2_n_samples: int = bounded(1)
     mom2_dtype: str
 
 

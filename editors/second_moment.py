@@ -16,7 +16,7 @@ import torch
 from editkit.cache import cached_tensors
 from editkit.models import LoadedModel
 from editkit.nethook import Trace
-from editors.corpus import Corpus, load_corpus
+from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
 
 if TYPE_CHECKING:
     from editkit.contract import EditorSettings
@@ -35,7 +35,7 @@ def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus,
         ids = tok(paragraph)["input_ids"]
         for start in range(0, len(ids), CHUNK_TOKENS):
             piece = ids[start : start + CHUNK_TOKENS]
-            if len(piece) < 8:
+            if len(piece) < MIN_CHUNK_TOKENS:
                 continue
             chunks.append(piece)
             total += len(piece)
@@ -61,7 +61,8 @@ def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus,
         moment = keys.T @ keys if moment is None else moment + keys.T @ keys
         count += keys.shape[0]
     if moment is None:
-        raise ValueError(f"statistics corpus {corpus.name} gave no text to compute statistics from")
+        raise CorpusError(f"--stats-corpus {corpus.name}: gave no text piece of {MIN_CHUNK_TOKENS} tokens or more to compute "
+                          "statistics from; give a longer text")
     return {"sum_kkT": moment.cpu(), "count": torch.tensor(count)}
 
 

@@ -56,7 +56,12 @@ class Source:
             if not (self.triples and self.relations and self.rules):
                 raise DatasetError("--triples needs --relations and --rules too")
             relations = load_relations(self.relations)
-            return read_triples_file(self.triples), relations, load_rules(self.rules, relations)
+            graph = read_triples_file(self.triples)
+            unknown = sorted({t.relation for t in graph.triples} - set(relations))
+            if unknown:
+                raise DatasetError(f"--triples {self.triples}: relation(s) {', '.join(unknown[:5])} have no entry in "
+                                   f"--relations {self.relations}; add their prompts or drop those triples")
+            return graph, relations, load_rules(self.rules, relations)
         if self.kind == "published":
             from generator.published import read_published
 
@@ -142,7 +147,7 @@ def _model_filter(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m generator.cli", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created; files in it are replaced)")
     parser.add_argument("--triples", help="a user's graph: JSON lines or TSV (see harness/knowledge/graph.py)")
     parser.add_argument("--relations", help="relations file: prompts and 10 paraphrases per relation")
@@ -160,11 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     source = (Source("published", published=args.from_published) if args.from_published
               else Source("triples", args.triples, args.relations, args.rules) if args.triples else Source())
     settings = GenerationSettings(seed=args.seed, max_cases=args.max_cases or None)
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        print(f"error: {out}: exists and is a file; give a folder to write the dataset into", file=sys.stderr)
+        return 2
+    if args.max_cases < 0:
+        parser.error(f"--max-cases {args.max_cases}: give 0 (all) or more")
     try:
         manifest = generate_dataset(Path(args.out_dir), source, settings, _model_filter(args) if args.filter_model else None)
         load_dataset(args.out_dir)  # what we wrote must read back
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {args.out_dir}: cannot write the dataset ({exc.strerror or exc}); choose a writable folder", file=sys.stderr)
         return 2
     print(json.dumps({"out_dir": args.out_dir, "counts": manifest["counts"], "available": manifest["available"],
                       "knowledge_filter": manifest["knowledge_filter"]}, indent=1, ensure_ascii=False))

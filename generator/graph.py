@@ -40,11 +40,15 @@ class KnowledgeGraph:
     triples: set[Triple] = field(default_factory=set)
     sources: list[dict] = field(default_factory=list)  # where the facts come from, with licences
 
-    def add(self, subject: Entity, relation: str, obj: Entity) -> None:
+    def add(self, subject: Entity, relation: str, obj: Entity, where: str = "") -> None:
+        """Add a triple; ``where`` (file and line) names the place in messages."""
         for entity in (subject, obj):
+            if not entity.label.strip() or not str(entity.id).strip():
+                raise DatasetError(f"{where or 'a triple'}: entity {entity.id!r} needs a non-empty id and label")
             known = self.entities.setdefault(entity.id, entity)
             if known.label != entity.label:
-                raise DatasetError(f"entity {entity.id} has two labels: {known.label!r} and {entity.label!r}")
+                raise DatasetError(f"{where or 'a triple'}: entity {entity.id} has two labels: {known.label!r} and {entity.label!r}; "
+                                   "give each id one label")
         self.triples.add(Triple(subject.id, relation, obj.id))
         self._index = None
 
@@ -93,6 +97,13 @@ def read_triples_file(path: str | Path) -> KnowledgeGraph:
     graph = KnowledgeGraph(sources=[{"name": str(path), "license": "as given by the user"}])
     if not path.is_file():
         raise DatasetError(f"--triples {path}: no such file")
+    try:
+        return _read_triples(path, graph)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+
+
+def _read_triples(path: Path, graph: KnowledgeGraph) -> KnowledgeGraph:
     with path.open(encoding="utf-8") as handle:
         if path.suffix.lower() in (".tsv", ".tab"):
             reader = csv.reader(handle, delimiter="\t")
@@ -102,16 +113,18 @@ def read_triples_file(path: str | Path) -> KnowledgeGraph:
             for line_no, row in enumerate(reader, start=2):
                 if len(row) != len(TSV_COLUMNS) or not all(row):
                     raise DatasetError(f"{path}: line {line_no}: expected {len(TSV_COLUMNS)} non-empty tab-separated fields")
-                graph.add(Entity(row[0], row[1]), row[2], Entity(row[3], row[4]))
+                graph.add(Entity(row[0], row[1]), row[2], Entity(row[3], row[4]), f"{path}: line {line_no}")
         else:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
                     rec = json.loads(line)
-                    graph.add(_entity(rec["subject"]), str(rec["relation"]), _entity(rec["object"]))
+                    subject, obj = _entity(rec["subject"]), _entity(rec["object"])
+                    relation = str(rec["relation"])
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                     raise DatasetError(f"{path}: line {line_no}: not a triple ({exc.__class__.__name__}: {exc})") from None
+                graph.add(subject, relation, obj, f"{path}: line {line_no}")
     return graph
 
 

@@ -74,6 +74,10 @@ def _read(path: Path, what: str) -> dict:
         raise DatasetError(f"{what} {path}: no such file") from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except (IsADirectoryError, PermissionError, OSError) as exc:
+        raise DatasetError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object")
     return data

@@ -18,16 +18,28 @@ from benchmark import metrics as M
 from benchmark.datasets import Case, ConflictCase, Dataset, RoundCase, prompt_set
 from benchmark.splits import SPLITS
 from editkit.contract import Editor
-from editkit.facts import Edit, Relation
+from editkit.facts import Edit, Fact, Relation, fill
 from editkit.scoring import Scorer
 from harness.guard import CaseEdits, ModelGuard
 from harness.records import CaseRecord
 
+CONTEXT_MARGIN_TOKENS = 64  # room left in the model's context for the prefixes editors put before a prompt
 
-def case_group(case: Case) -> str:
+
+class CaseInputError(ValueError):
+    """A case this model cannot score as given (a label too long for its context, an object without tokens)."""
+
+
+def _facts_scored(case: Case) -> list[Fact]:
+    """The (subject, relation, object) texts a case scores, with every object it scores for them."""
     if isinstance(case, RoundCase):
-        return case.edit.relation.id
-    return case.rule or case.edits[0].relation.id
+        e = case.edit
+        return [Fact(e.subject, e.relation, o) for o in (*case.true_objects, e.new_object)]
+    facts = list(case.triples)
+    for e in case.edits:
+        facts += [Fact(e.subject, e.relation, e.object), Fact(e.subject, e.relation, e.new_object),
+                  Fact(e.new_object, case.edits[0].relation, case.edits[0].new_object)]
+    return facts
 
 
 def case_seed(base_seed: int, case_id: str) -> int:
@@ -71,6 +83,20 @@ class CaseRunner:
 
     # Cases -------------------------------------------------------------------------
 
+    def check_fits(self, case: Case) -> None:
+        """Every text the case scores must fit the model, with room for context templates; every object must have tokens."""
+        limit = self.scorer.max_tokens() - CONTEXT_MARGIN_TOKENS
+        for fact in _facts_scored(case):
+            obj = fact.object.label
+            for template in (fact.relation.prompt, *self._paraphrases.get(fact.relation.id, ())):
+                encoded = self.scorer.encode(fill(template, fact.subject.label), obj)
+                if len(encoded.ids) == encoded.prompt_len:
+                    raise CaseInputError(f"case {case.case_id}: object {obj!r} has no tokens for this model's tokenizer")
+                if len(encoded.ids) > limit:
+                    raise CaseInputError(
+                        f"case {case.case_id}: {fill(template, fact.subject.label)[:60]!r} + {obj[:40]!r} is {len(encoded.ids)} "
+                        f"tokens; this model takes {limit} here ({CONTEXT_MARGIN_TOKENS} kept for context templates)")
+
     @property
     def dataset(self) -> Dataset | None:
         if callable(self._dataset):
@@ -88,6 +114,7 @@ class CaseRunner:
             self._paraphrases = {}
         self._edit_seconds = self._eval_seconds = 0.0
         self._applied = []
+        self.check_fits(case)
         seed = case_seed(self.seed, case.case_id)
         if isinstance(case, ConflictCase):
             scores, values, notes = self._run_conflict(case, seed)
@@ -100,7 +127,7 @@ class CaseRunner:
         pitfall = split.shows_pitfall(values)
         message = describe_pitfall(case.split, values, scores) if pitfall else ""
         return CaseRecord(
-            case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case_group(case), seed=seed,
+            case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case.group, seed=seed,
             scores=scores, metrics=values, pitfall=pitfall, pitfall_message=message,
             seconds_edit=round(self._edit_seconds, 3), seconds_eval=round(self._eval_seconds, 3),
             edits=self._applied, notes=notes, device=str(self.editor.loaded.device),

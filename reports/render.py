@@ -220,7 +220,8 @@ def build_view(runs: list[Run], out_dir: Path) -> ReportView:
     with_ids = [(f"run-{i}", run) for i, run in enumerate(ordered)]
     models = sorted({run.model for run in ordered})
     groups = [ModelGroup(model, _tables([(rid, run) for rid, run in with_ids if run.model == model])) for model in models]
-    metric_names = sorted({m for _, run in with_ids for r in run.records for m in r.metrics},
+    # Only the harness's own metric names: they become HTML attribute names, which autoescaping does not cover.
+    metric_names = sorted({m for _, run in with_ids for r in run.records for m in r.metrics if m in HIGHER_IS_BETTER},
                           key=lambda m: list(HIGHER_IS_BETTER).index(m) if m in HIGHER_IS_BETTER else 99)
     title = "Knowledge-editing pitfalls: " + ", ".join(sorted({f"{r.model} {r.editor}" for r in ordered}))
     return ReportView(title, [_run_view(rid, run, out_dir) for rid, run in with_ids], groups, _charts(with_ids),

@@ -65,3 +65,32 @@ class UndeclaredInPlace(_Nudges):
         super().apply(edits)
         with torch.no_grad():
             self.loaded.model.get_parameter("model.layers.1.mlp.down_proj.weight").mul_(1.5)
+
+
+class Sleeper(_Nudges):
+    """The first edit in the first process to get here writes its pid to $PITFALLS_TEST_PIDFILE and sleeps: a case to kill."""
+
+    name = "sleeper"
+
+    def apply(self, edits):
+        import os
+        import time
+
+        pidfile = os.environ.get("PITFALLS_TEST_PIDFILE")
+        if pidfile and not os.path.exists(pidfile):
+            with open(pidfile, "w") as handle:
+                handle.write(str(os.getpid()))
+            time.sleep(120)
+        super().apply(edits)
+
+
+class Slow(_Nudges):
+    """A fine editor that takes 0.3 s per edit: a run that lasts long enough to start a second one beside it."""
+
+    name = "slow"
+
+    def apply(self, edits):
+        import time
+
+        time.sleep(0.3)
+        super().apply(edits)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from editkit.hparams import module_name
+from editkit.hparams import bounded, module_name
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.mend.network import MENDNetwork
@@ -26,18 +26,18 @@ CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
 @dataclass(frozen=True)
 class MENDHyperParams:
-    layers: list[int]
-    module_tmps: list[str]  # the edited weights: each template at each layer
-    rank: int  # of the low-rank residual layers
-    n_hidden: int
-    edit_lr: float  # initial per-layer step
-    lr: float  # Adam, editor network
-    lr_lr: float  # Adam, per-layer steps
-    cedit: float
-    cloc: float
-    batch_size: int
-    train_steps: int
-    val_every: int
+    layers: list[int] = bounded(nonempty=True)  # negative counts from the end; the editor checks the model's depth
+    module_tmps: list[str] = bounded(nonempty=True)  # the edited weights: each template at each layer
+    rank: int = bounded(1)  # of the low-rank residual layers
+    n_hidden: int = bounded(0)
+    edit_lr: float = bounded(above=0)  # initial per-layer step
+    lr: float = bounded(above=0)  # Adam, editor network
+    lr_lr: float = bounded(0)  # Adam, per-layer steps
+    cedit: float = bounded(0)
+    cloc: float = bounded(0)
+    batch_size: int = bounded(1)
+    train_steps: int = bounded(1)
+    val_every: int = bounded(1)
     checkpoint: str  # file name under editors/mend/checkpoints/ (shipped) or the cache's mend/ folder
 
 

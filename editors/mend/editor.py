@@ -44,8 +44,6 @@ class MEND(Editor):
         self.hparams = dataclasses.replace(hp, layers=[layer % depth for layer in hp.layers])
         check_modules(self.hparams_path, loaded.model, {f"module_tmps[{i}]": t for i, t in enumerate(self.hparams.module_tmps)},
                       self.hparams.layers)
-        if self.hparams.rank < 1 or self.hparams.batch_size < 1:
-            raise HyperParamsError(f"{self.hparams_path}: rank and batch_size must be at least 1")
         self.checkpoint: Path | None = None
         self.network = network if network is not None else self._trained_network()
         self.network.eval()

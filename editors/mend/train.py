@@ -143,7 +143,7 @@ def train(loaded: LoadedModel, hp: MENDHyperParams, data: TrainingData, out: Pat
         state = torch.load(out, map_location="cpu", weights_only=True)
         network.load_state_dict(state["network"])
         if optimizer_file(out).is_file():
-            optimizer.load_state_dict(torch.load(optimizer_file(out), map_location="cpu", weights_only=False))
+            optimizer.load_state_dict(torch.load(optimizer_file(out), map_location="cpu", weights_only=True))
     steps = steps if steps is not None else hp.train_steps
     rng = random.Random(f"{seed}:{state['step']}")
     names_msg = f"{len(data.train)} training edits, {len(data.val)} held-out"

@@ -28,8 +28,6 @@ def register_markers(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """One item per case: ``conflict_case`` or ``round_case`` parametrized from the dataset."""
-    from harness.runner import case_group
-
     for argname, benchmark in CASE_ARGUMENTS.items():
         if argname not in metafunc.fixturenames:
             continue
@@ -38,7 +36,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = []
         for case in cases:
             identity = {"case_id": case.case_id, "benchmark": benchmark, "split": case.split, "index": case.index,
-                        "group": case_group(case)}
+                        "group": case.group}
             marks = [getattr(pytest.mark, benchmark), getattr(pytest.mark, case.split),
                      pytest.mark.pitfalls_case(identity)]
             params.append(pytest.param(case, id=case.case_id, marks=marks))

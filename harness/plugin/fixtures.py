@@ -108,7 +108,7 @@ def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_option
     """Run a case, attach its record to the report, and fail the item if its pitfall showed or the edit failed."""
     from harness.guard import EditFailure
     from harness.records import CaseRecord
-    from harness.runner import case_group, case_seed
+    from harness.runner import CaseInputError, case_seed
 
     def attach(record: CaseRecord) -> None:
         request.node.user_properties.append((RECORD_PROPERTY, record.to_json()))
@@ -118,9 +118,9 @@ def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_option
         """``paraphrases``: relation id -> extra prompt templates, for a hand-written case."""
         try:
             record = case_runner.run(case, paraphrases)
-        except EditFailure as exc:
+        except (EditFailure, CaseInputError) as exc:
             attach(CaseRecord(case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index,
-                              group=case_group(case), status="error", seed=case_seed(run_options.seed, case.case_id),
+                              group=case.group, status="error", seed=case_seed(run_options.seed, case.case_id),
                               error=str(exc), device=str(case_runner.editor.loaded.device), worker=worker_id()))
             pytest.fail(str(exc), pytrace=False)
         record.worker = worker_id()

@@ -82,8 +82,16 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--cache-dir", default=None, help="cache folder (default: $PITFALLS_CACHE_DIR or ~/.cache/pitfalls-harness)")
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
 def check_options(options: RunOptions) -> None:
-    """Every option a user can get wrong, as one usage line before any collection."""
+    """Every option a user can get wrong, as one usage line before any collection.
+
+    Cheap checks only (no model, no torch): the plugin runs in every pytest
+    session of the environment. A ``--stats-corpus`` file is read here; the
+    default corpus (gensim's excerpt) is not.
+    """
     from editors.registry import SHIPPED, UnknownEditorError, editor_class
 
     if options.editor not in SHIPPED:  # shipped editors are known good; anything else is imported and checked now
@@ -91,10 +99,44 @@ def check_options(options: RunOptions) -> None:
             editor_class(options.editor)
         except UnknownEditorError as exc:
             raise pytest.UsageError(str(exc)) from None
-    if options.limit is not None and options.limit < 0:
-        raise pytest.UsageError(f"--limit {options.limit}: must be 0 or more")
-    if options.device not in ("auto", "cpu", "cuda") and not options.device.startswith("cuda:"):
+    if options.limit is not None and options.limit < 1:
+        raise pytest.UsageError(f"--limit {options.limit}: selects no case; give 1 or more (or leave it out for every case)")
+    if options.device not in ("auto", "cpu", "cuda") and not (options.device.startswith("cuda:") and options.device[5:].isdigit()):
         raise pytest.UsageError(f"--device {options.device!r}: expected auto, cpu, cuda or cuda:N")
+    if options.dtype not in DTYPES:
+        raise pytest.UsageError(f"--dtype {options.dtype!r}: expected one of {', '.join(DTYPES)}")
+    if options.stats_tokens < 1:
+        raise pytest.UsageError(f"--stats-tokens {options.stats_tokens}: must be at least 1 (default: 100000)")
+    if options.hparams is not None and not Path(options.hparams).expanduser().is_file():
+        raise pytest.UsageError(f"--hparams {options.hparams}: no such file (a JSON file of the editor's hyper-parameters)")
+    if options.run_name is not None and (not options.run_name.strip() or Path(options.run_name).name != options.run_name
+                                         or options.run_name in (".", "..")):
+        raise pytest.UsageError(f"--run-name {options.run_name!r}: give a folder name (no path separators); "
+                                "--results-dir says where it goes")
+    results = Path(options.results_dir).expanduser()
+    existing = next((p for p in (results, *results.parents) if p.exists()), None)
+    if results.exists() and not results.is_dir():
+        raise pytest.UsageError(f"--results-dir {options.results_dir}: is a file, not a folder; choose a folder")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise pytest.UsageError(f"--results-dir {options.results_dir}: cannot write in {existing}; choose a writable folder")
+    if options.stats_corpus != "gensim-wiki":
+        _check_corpus(options.stats_corpus)
+    model = options.model
+    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1  # a hub id has one slash
+    if looks_like_path and not Path(model).expanduser().exists():
+        raise pytest.UsageError(f"--model {model}: no such folder (give a preset name, a local Hugging Face folder or a hub id)")
+
+
+def _check_corpus(name: str) -> None:
+    from editors.corpus import MIN_CHUNK_TOKENS, CorpusError, load_corpus
+
+    try:
+        corpus = load_corpus(name)
+    except CorpusError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not any(len(p.split()) >= MIN_CHUNK_TOKENS for p in corpus.paragraphs):
+        raise pytest.UsageError(f"--stats-corpus {name}: too short: no paragraph has {MIN_CHUNK_TOKENS} words or more; "
+                                "give a longer text")
 
 
 @dataclass

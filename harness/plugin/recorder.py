@@ -1,25 +1,31 @@
 """The results recorder, registered in the controlling process only (the one process under ``-n N``).
 
-It writes each case's record to ``cases.jsonl`` as its report arrives, the
-run configuration to ``run.json`` once, ``selection.json`` when the items are
-known, and ``summary.json`` at the end; then it calls
-``pytest_pitfalls_run_finished`` so the report can be rendered.
+It opens the run folder when the first case items are known (locked for the
+session: a second pytest run writing into the same folder is refused, and so
+is a run whose options differ from the records already there), writes each
+case's record to ``cases.jsonl`` as its report arrives, the run configuration
+to ``run.json``, ``selection.json`` when the items are known, and
+``summary.json`` at the end; then it calls ``pytest_pitfalls_run_finished``
+so the report can be rendered. A results folder that cannot be written is
+one line on the terminal and a failed session; every line already written
+stays on disk.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock, Timeout
 
 from harness.plugin.collection import case_identity
 from harness.plugin.fixtures import CONFIG_PROPERTY, RECORD_PROPERTY
 from harness.plugin.options import STATE, dataset_of
 from harness.records import (
     CASES_FILE,
-    RUN_FILE,
     SELECTION_FILE,
     SUMMARY_FILE,
     CaseLog,
@@ -32,6 +38,14 @@ from harness.records import (
     write_summary,
 )
 
+LOCK_FILE = ".writer.lock"
+# The options that make two runs comparable: a run folder holds runs of one such set only.
+REQUESTED = ("model", "editor", "mle", "seed", "dataset_dir", "limit", "dtype", "hparams", "stats_corpus", "stats_tokens")
+
+
+class ResultsFolderError(Exception):
+    """The run folder cannot be used; the message is the one line the user sees."""
+
 
 class ResultsRecorder:
     def __init__(self, config: pytest.Config) -> None:
@@ -39,27 +53,88 @@ class ResultsRecorder:
         self.options = config.stash[STATE].options
         self.case_log: CaseLog | None = None
         self.run_dir: Path | None = None
+        self.lock: FileLock | None = None
         self.summary: dict[str, Any] | None = None
         self.config_written = False
         self.selection_written = False
+        self.error: str | None = None  # the results folder fault, once
 
-    def _log(self) -> CaseLog:
-        if self.case_log is None:
-            o = self.options
-            self.run_dir = run_folder(Path(o.results_dir), o.run_name, o.editor, o.model, o.mle)
+    # The run folder -------------------------------------------------------------------
+
+    def requested(self) -> dict[str, Any]:
+        options = asdict(self.options)
+        return {name: options[name] for name in REQUESTED}
+
+    def _open(self) -> CaseLog:
+        if self.case_log is not None:
+            return self.case_log
+        o = self.options
+        try:
+            self.run_dir = run_folder(Path(o.results_dir).expanduser(), o.run_name, o.editor, o.model, o.mle)
+            self.lock = FileLock(str(self.run_dir / LOCK_FILE))
+            try:
+                self.lock.acquire(timeout=0)
+            except Timeout:
+                self.lock = None
+                raise ResultsFolderError(f"{self.run_dir}: another pytest run is writing to this run folder; wait for it to "
+                                         "finish or choose another --run-name") from None
+            before = read_run_config(self.run_dir)
+            asked = before.get("requested")
+            if (self.run_dir / CASES_FILE).is_file() and asked is not None and asked != self.requested():
+                differs = next(k for k in REQUESTED if asked.get(k) != self.requested()[k])
+                raise ResultsFolderError(
+                    f"{self.run_dir}: holds a run with {differs}={asked.get(differs)!r}, this one has {differs}="
+                    f"{self.requested()[differs]!r}; choose another --run-name (the same options continue that run)")
+            if not before:
+                write_run_config(self.run_dir, {"requested": self.requested()})
             self.case_log = CaseLog(self.run_dir / CASES_FILE)
+        except OSError as exc:
+            raise ResultsFolderError(f"--results-dir {o.results_dir}: cannot write the run folder ({exc.strerror or exc}); "
+                                     "choose a writable folder with room") from None
         return self.case_log
+
+    def _fail(self, message: str) -> None:
+        """A results-folder fault: one line now, the session stops and fails; what is on disk stays."""
+        if self.error is None:
+            self.error = message
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"ERROR: {message}", red=True, bold=True)
+        session = getattr(self, "session", None)
+        if session is not None:
+            session.shouldstop = message
+
+    def _guarded(self, action: Any) -> Any:
+        if self.error is not None:
+            return None
+        try:
+            return action()
+        except ResultsFolderError as exc:
+            self._fail(str(exc))
+        except OSError as exc:
+            self._fail(f"{self.run_dir or self.options.results_dir}: cannot write results ({exc.strerror or exc}); "
+                       "the cases finished so far are in cases.jsonl")
+        return None
+
+    # Hooks ----------------------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
 
     def _write_selection(self, splits: list[str]) -> None:
         """``selection.json``: how many cases of each split were selected, so a report can tell an interrupted run."""
         if self.selection_written or not splits:
             return
-        self._log()
-        expected: dict[str, int] = {}
-        for split in splits:
-            expected[split] = expected.get(split, 0) + 1
-        (self.run_dir / SELECTION_FILE).write_text(json.dumps({"expected": expected}), encoding="utf-8")
-        self.selection_written = True
+
+        def write() -> None:
+            self._open()
+            expected: dict[str, int] = {}
+            for split in splits:
+                expected[split] = expected.get(split, 0) + 1
+            (self.run_dir / SELECTION_FILE).write_text(json.dumps({"expected": expected}), encoding="utf-8")
+            self.selection_written = True
+
+        self._guarded(write)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         identities = [case_identity(item) for item in session.items]
@@ -68,44 +143,71 @@ class ResultsRecorder:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # Under -n N the controller collects nothing itself; every worker reports the node ids it will run (after -k/-m).
-        # Each id ends in "[<case id>]"; the dataset says which split a case id belongs to.
-        if self.selection_written:
-            return
-        split_of = {case.case_id: case.split for case in dataset_of(self.config).all_cases()}
-        splits = [split_of[nodeid[nodeid.rindex("[") + 1 : -1]] for nodeid in ids
-                  if nodeid.endswith("]") and "[" in nodeid and nodeid[nodeid.rindex("[") + 1 : -1] in split_of]
-        self._write_selection(splits)
+        if not self.selection_written:
+            self._write_selection([identity["split"] for identity in map(self._identity_of_nodeid, ids) if identity])
+
+    def _identity_of_nodeid(self, nodeid: str) -> dict | None:
+        """A case item's identity from its node id, for what xdist reports without the item (collection, crashes).
+
+        The id ends in ``[<case id>]``; the dataset says which case that is.
+        """
+        if not nodeid.endswith("]") or "[" not in nodeid:
+            return None
+        if not hasattr(self, "_by_case_id"):
+            self._by_case_id = {case.case_id: {"case_id": case.case_id, "benchmark": case.benchmark, "split": case.split,
+                                               "index": case.index, "group": case.group}
+                                for case in dataset_of(self.config).all_cases()}
+        return self._by_case_id.get(nodeid[nodeid.rindex("[") + 1 : -1])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
         if report.when == "call" and RECORD_PROPERTY in properties:
-            self._write_config(properties.get(CONFIG_PROPERTY))
-            self._log().write(CaseRecord.from_dict(json.loads(properties[RECORD_PROPERTY])))
+            record = CaseRecord.from_dict(json.loads(properties[RECORD_PROPERTY]))
+            self._guarded(lambda: self._write_config(properties.get(CONFIG_PROPERTY)))
+            self._guarded(lambda: self._open().write(record))
+            return
+        if RECORD_PROPERTY in properties or not report.failed or report.when not in ("setup", "call", "???"):  # xdist: "???" = crash
             return
         identity = case_identity(report)
-        if identity and RECORD_PROPERTY not in properties and report.failed and report.when in ("setup", "call"):
-            self._log().write(CaseRecord(**identity, status="error", error=_one_line(report), worker=_worker_of(report)))
+        if identity is None and self.config.pluginmanager.has_plugin("dsession"):
+            identity = self._identity_of_nodeid(report.nodeid)  # a worker that crashed sends a report without the item
+        if identity is not None:
+            record = CaseRecord(**identity, status="error", error=_one_line(report), worker=_worker_of(report))
+            self._guarded(lambda: self._open().write(record))
 
     def _write_config(self, config_json: str | None) -> None:
         if self.config_written or not config_json:
             return
-        self._log()
-        write_run_config(self.run_dir, json.loads(config_json))
+        self._open()
+        write_run_config(self.run_dir, {**json.loads(config_json), "requested": self.requested()})
         self.config_written = True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.case_log is None:
-            return
-        self.case_log.close()
-        if not (self.run_dir / RUN_FILE).is_file():  # no case reached the editor: say what was asked
+        if self.case_log is not None:
+            try:
+                self.case_log.close()
+            except OSError:  # the buffered line could not be written either; the fault was reported when it happened
+                pass
+            self._guarded(self._finish)
+        if self.lock is not None:
+            self.lock.release()
+        if self.error is not None:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if session.exitstatus == 0 else session.exitstatus
+
+    def _finish(self) -> None:
+        if "model_fingerprint" not in read_run_config(self.run_dir):  # no case reached the editor: say what was asked
             o = self.options
             write_run_config(self.run_dir, {"model": o.model, "editor": o.run_label, "seed": o.seed, "mle": o.mle,
-                                            "dataset_dir": self.config.stash[STATE].dataset_root, "limit": o.limit})
+                                            "dataset_dir": self.config.stash[STATE].dataset_root, "limit": o.limit,
+                                            "requested": self.requested()})
         records = latest_per_case(read_cases(self.case_log.path))  # a re-used run folder may hold earlier lines
         self.summary = write_summary(self.run_dir, records, read_run_config(self.run_dir))
         self.config.hook.pytest_pitfalls_run_finished(config=self.config, run_dir=self.run_dir, summary=self.summary)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.error is not None:
+            terminalreporter.section("knowledge-editing pitfalls")
+            terminalreporter.write_line(f"results not complete: {self.error}")
         if not self.summary:
             return
         terminalreporter.section("knowledge-editing pitfalls")
