@@ -158,6 +158,13 @@ class _Record:
         return Edit(fact.subject, fact.relation, fact.object, self.entity(obj, "new_object", at))
 
 
+def parse_edit(raw: Any, where: str) -> Edit:
+    """One edit request in the published edit format; ``where`` (file and line) names it in errors."""
+    record = _Record(Path(where), 0, raw)
+    record.where = where
+    return record.edit(raw, "")
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {dict: "an object", list: "a list", str: "a string", int: "an integer"}

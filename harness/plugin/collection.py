@@ -13,11 +13,13 @@ from harness.plugin.options import dataset_of
 CASE_ID_PROPERTY = "pitfalls_case_id"  # user property: {"case_id", "benchmark", "split", "index", "group"}
 # The benchmark files' parameters: which fixture a test asks for to receive the cases of a benchmark.
 CASE_ARGUMENTS = {"conflict_case": "conflict", "round_case": "round"}
+PRECHECK_ARGUMENT = "precheck_case"  # every case, for the conflict pre-check (suites/test_precheck.py)
 MARKERS = {
     **{name: bench.marker_text for name, bench in BENCHMARKS.items()},
     **{name: split.description for name, split in SPLITS.items()},
     "slow": "end-to-end runs on a real pretrained model (minutes on CPU)",
     "pitfalls_case": "set by the plugin: the identity of the case an item runs",
+    "precheck": "the conflict pre-check on every case of the dataset (no model; collected only when -m names it)",
 }
 
 
@@ -41,9 +43,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                      pytest.mark.pitfalls_case(identity)]
             params.append(pytest.param(case, id=case.case_id, marks=marks))
         metafunc.parametrize(argname, params)
+    if PRECHECK_ARGUMENT in metafunc.fixturenames:
+        cases = dataset_of(metafunc.config).all_cases()
+        metafunc.parametrize(PRECHECK_ARGUMENT, [pytest.param(case, id=case.case_id, marks=[
+            pytest.mark.precheck, getattr(pytest.mark, case.benchmark), getattr(pytest.mark, case.split)]) for case in cases])
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "precheck" not in (config.getoption("markexpr", "") or ""):  # the pre-check items run only when asked for
+        skipped = [item for item in items if item.get_closest_marker("precheck")]
+        if skipped:
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if not item.get_closest_marker("precheck")]
     for item in items:
         marker = item.get_closest_marker("pitfalls_case")
         if marker is not None:

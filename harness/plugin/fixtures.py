@@ -31,6 +31,15 @@ def run_options(pytestconfig: pytest.Config) -> RunOptions:
 
 
 @pytest.fixture(scope="session")
+def precheck_rules(pytestconfig: pytest.Config):
+    """The rules behind the dataset's cases, read off its files (suites/test_precheck.py)."""
+    from generator.published import read_published
+
+    dataset_of(pytestconfig)
+    return read_published(pytestconfig.stash[STATE].dataset_root)[2]
+
+
+@pytest.fixture(scope="session")
 def loaded_model(run_options: RunOptions):
     from editkit.models import ModelLoadError, load_model, resolve_device
 
