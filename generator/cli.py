@@ -76,6 +76,9 @@ def write_dataset(out_dir: Path, records: dict[str, list[dict]], relations: dict
     out_dir.mkdir(parents=True, exist_ok=True)
     used: dict[str, set[str]] = {"conflict": set(), "round": set()}
     for split, split_records in records.items():
+        if not split_records:  # a split the rules gave no case for has no file (an empty case file is an error)
+            (out_dir / SPLITS[split].file).unlink(missing_ok=True)  # nor one left from an earlier generation here
+            continue
         (out_dir / SPLITS[split].file).write_text(json.dumps(split_records, ensure_ascii=False, indent=1), encoding="utf-8")
         for rec in split_records:
             if split in ROUND_SPLITS:

@@ -1,4 +1,7 @@
-"""``python -m reports RUN_DIR [RUN_DIR ...] [-o FILE]``: one HTML report of several runs, grouped by model and editor."""
+"""``python -m reports RUN_DIR [RUN_DIR ...] [-o FILE]``: one HTML report of several runs, grouped by model and editor.
+
+``python -m reports merge OUT SHARD_DIR ...`` merges the run folders of ``--shard K/N`` runs into one (reports/merge.py).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,11 @@ from reports.runs import RunFolderError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:
+        from reports.merge import main as merge_main
+
+        return merge_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run folders (each holds cases.jsonl)")
     parser.add_argument("-o", "--output", help="HTML file to write (default: report.html in the run folder, or here for several runs)")

@@ -88,7 +88,7 @@ def test_every_generated_case_is_well_formed_and_clashes_by_its_rule(triples, se
     write_dataset(folder, records, RELATIONS, {})
     if any(records.values()):
         loaded = load_dataset(folder)
-        assert {s: len(c) for s, c in loaded.cases.items()} == {s: len(r) for s, r in records.items()}
+        assert {s: len(c) for s, c in loaded.cases.items()} == {s: len(r) for s, r in records.items() if r}
 
 
 @settings(max_examples=30, deadline=None)

@@ -3,12 +3,13 @@ and the case's identity attached to every report of the item (so the recorder ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from benchmark.splits import BENCHMARKS, SPLITS, splits_of
-from harness.plugin.options import dataset_of
+from harness.plugin.options import STATE, dataset_of
 
 CASE_ID_PROPERTY = "pitfalls_case_id"  # user property: {"case_id", "benchmark", "split", "index", "group"}
 # The benchmark files' parameters: which fixture a test asks for to receive the cases of a benchmark.
@@ -55,10 +56,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if skipped:
             config.hook.pytest_deselected(items=skipped)
             items[:] = [item for item in items if not item.get_closest_marker("precheck")]
+    _keep_shard(config, items)
     for item in items:
         marker = item.get_closest_marker("pitfalls_case")
         if marker is not None:
             item.user_properties.append((CASE_ID_PROPERTY, json.dumps(marker.args[0], ensure_ascii=False)))
+
+
+def shard_of(case_id: str, shards: int) -> int:
+    """The shard (1..N) a case belongs to: a hash of its id, so the same on every machine, worker and order."""
+    return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "big") % shards + 1
+
+
+def _keep_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    parts = config.stash[STATE].options.shard_parts if STATE in config.stash else None
+    if parts is None:
+        return
+    k, n = parts
+    others = [item for item in items if (m := item.get_closest_marker("pitfalls_case")) and shard_of(m.args[0]["case_id"], n) != k]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        dropped = {id(item) for item in others}
+        items[:] = [item for item in items if id(item) not in dropped]
 
 
 def case_identity(report: pytest.TestReport) -> dict | None:

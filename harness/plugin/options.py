@@ -34,6 +34,7 @@ class RunOptions:
     stats_corpus: str
     stats_tokens: int
     cache_dir: str | None
+    shard: str | None = None  # "K/N": run the K-th of N deterministic parts of the cases
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunOptions:
@@ -43,7 +44,16 @@ class RunOptions:
             results_dir=get("--results-dir"), run_name=get("--run-name"), device=get("--device"), dtype=get("--dtype"),
             seed=get("--seed"), record_only=get("--record-only"), mle=get("--mle"), hparams=get("--hparams"),
             stats_corpus=get("--stats-corpus"), stats_tokens=get("--stats-tokens"), cache_dir=get("--cache-dir"),
+            shard=get("--shard"),
         )
+
+    @property
+    def shard_parts(self) -> tuple[int, int] | None:
+        """``(K, N)`` of ``--shard K/N``, or None."""
+        if not self.shard:
+            return None
+        k, _, n = self.shard.partition("/")
+        return int(k), int(n)
 
     @property
     def cache_path(self) -> Path:
@@ -80,6 +90,8 @@ def add_options(parser: pytest.Parser) -> None:
                     help="text behind the second-moment statistics: gensim-wiki or a .txt/.jsonl file")
     group.addoption("--stats-tokens", type=int, default=100_000, help="corpus tokens for the statistics (default: 100000)")
     group.addoption("--cache-dir", default=None, help="cache folder (default: $PITFALLS_CACHE_DIR or ~/.cache/pitfalls-harness)")
+    group.addoption("--shard", default=None, metavar="K/N",
+                    help="run the K-th of N parts of the cases (the same cases on any machine); merge with python -m reports merge")
 
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -103,6 +115,10 @@ def check_options(options: RunOptions) -> None:
         raise pytest.UsageError(f"--limit {options.limit}: selects no case; give 1 or more (or leave it out for every case)")
     if options.device not in ("auto", "cpu", "cuda") and not (options.device.startswith("cuda:") and options.device[5:].isdigit()):
         raise pytest.UsageError(f"--device {options.device!r}: expected auto, cpu, cuda or cuda:N")
+    if options.shard is not None:
+        k, slash, n = options.shard.partition("/")
+        if not (slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise pytest.UsageError(f"--shard {options.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/8")
     if options.dtype not in DTYPES:
         raise pytest.UsageError(f"--dtype {options.dtype!r}: expected one of {', '.join(DTYPES)}")
     if options.stats_tokens < 1:

@@ -40,7 +40,7 @@ from harness.records import (
 
 LOCK_FILE = ".writer.lock"
 # The options that make two runs comparable: a run folder holds runs of one such set only.
-REQUESTED = ("model", "editor", "mle", "seed", "dataset_dir", "limit", "dtype", "hparams", "stats_corpus", "stats_tokens")
+REQUESTED = ("model", "editor", "mle", "seed", "dataset_dir", "limit", "dtype", "hparams", "stats_corpus", "stats_tokens", "shard")
 
 
 class ResultsFolderError(Exception):
@@ -121,30 +121,31 @@ class ResultsRecorder:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.session = session
 
-    def _write_selection(self, splits: list[str]) -> None:
-        """``selection.json``: how many cases of each split were selected, so a report can tell an interrupted run."""
-        if self.selection_written or not splits:
+    def _write_selection(self, identities: list[dict]) -> None:
+        """``selection.json``: how many cases of each split were selected, and which, so a report can tell an
+        interrupted run and a merge can list missing cases."""
+        if self.selection_written or not identities:
             return
 
         def write() -> None:
             self._open()
             expected: dict[str, int] = {}
-            for split in splits:
-                expected[split] = expected.get(split, 0) + 1
-            (self.run_dir / SELECTION_FILE).write_text(json.dumps({"expected": expected}), encoding="utf-8")
+            for identity in identities:
+                expected[identity["split"]] = expected.get(identity["split"], 0) + 1
+            selection = {"expected": expected, "cases": [i["case_id"] for i in identities]}
+            (self.run_dir / SELECTION_FILE).write_text(json.dumps(selection), encoding="utf-8")
             self.selection_written = True
 
         self._guarded(write)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        identities = [case_identity(item) for item in session.items]
-        self._write_selection([i["split"] for i in identities if i])
+        self._write_selection([i for i in map(case_identity, session.items) if i])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # Under -n N the controller collects nothing itself; every worker reports the node ids it will run (after -k/-m).
         if not self.selection_written:
-            self._write_selection([identity["split"] for identity in map(self._identity_of_nodeid, ids) if identity])
+            self._write_selection([identity for identity in map(self._identity_of_nodeid, ids) if identity])
 
     def _identity_of_nodeid(self, nodeid: str) -> dict | None:
         """A case item's identity from its node id, for what xdist reports without the item (collection, crashes).
