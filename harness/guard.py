@@ -139,6 +139,20 @@ class ModelGuard:
         for name, param in self.model.named_parameters():
             param.requires_grad_(name in self.state.requires_grad)
 
+    def check_untouched(self, what: str) -> str | None:
+        """None when the model is as at the baseline; else the model is restored (if it can be) and a message says ``what``."""
+        problems = self._state_problems()
+        self._repair_state()
+        changed = self._changed()
+        if not changed and not problems:
+            return None
+        if changed and self.reload is not None:
+            self.reload()
+        still = self._changed()
+        if still:
+            self.damaged = f"{what} ({still[0]!r}) and could not be restored"
+        return f"{what}: {changed[0] if changed else problems[0]}"
+
     # The case -------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -94,3 +94,14 @@ class Slow(_Nudges):
 
         time.sleep(0.3)
         super().apply(edits)
+
+
+class ChangesWhileBuilt(_Nudges):
+    """Changes a weight in its constructor, before any edit (the harness checks the model after building an editor)."""
+
+    name = "changes-while-built"
+
+    def __init__(self, loaded, settings):
+        super().__init__(loaded, settings)
+        with torch.no_grad():
+            loaded.model.get_parameter("model.norm.weight").add_(1.0)

@@ -159,3 +159,13 @@ def test_a_users_own_test_file_runs_a_hand_written_case(cache_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "results" / "mine" / "cases.jsonl").read_text().splitlines()]
     assert [r["case_id"] for r in records] == ["easy-0000-P47-france"] and records[0]["status"] == "ok"
     assert "Easy Succ" in proc.stdout
+
+
+def test_an_editor_that_changes_the_model_while_built_is_refused(published, cache_dir, tmp_path):
+    proc = run_pytest(["suites/", "--model", "tiny-llama", "--editor", "tests.broken_editors:ChangesWhileBuilt",
+                       "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-m", "easy",
+                       "--results-dir", str(tmp_path), "--run-name", "built"], cache_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout
+    records = [json.loads(line) for line in (tmp_path / "built" / "cases.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["error"]
+    assert "editor 'changes-while-built' changed the model while being built: model.norm.weight" in records[0]["error"]

@@ -57,7 +57,8 @@ def loaded_model(run_options: RunOptions):
 
 
 @pytest.fixture(scope="session")
-def editor(loaded_model, run_options: RunOptions):
+def editor(loaded_model, model_guard, run_options: RunOptions):
+    """The editor, built after the guard took the model's baseline: building it must leave the model as it was."""
     from editkit.contract import EditorSettings
     from editkit.hparams import HyperParamsError
     from editors.corpus import CorpusError
@@ -68,7 +69,11 @@ def editor(loaded_model, run_options: RunOptions):
         seed=run_options.seed, hparams_file=Path(run_options.hparams) if run_options.hparams else None,
     )
     try:
-        return make_editor(run_options.editor, loaded_model, settings)
+        built = make_editor(run_options.editor, loaded_model, settings)
+        problem = model_guard.check_untouched(f"editor {built.name!r} changed the model while being built")
+        if problem is None:
+            return built
+        message = problem
     except (HyperParamsError, CorpusError, UnknownEditorError) as exc:
         message = str(exc)
     except Exception as exc:  # a plugin editor's constructor: one line naming it, not a traceback per case
