@@ -18,7 +18,6 @@ from __future__ import annotations
 import pytest
 
 from harness.plugin import hookspecs
-from harness.plugin.collection import register_markers
 from harness.plugin.options import STATE, PluginState, RunOptions, add_options, check_options, dataset_of, is_worker
 
 pytest_plugins = ("harness.plugin.collection", "harness.plugin.fixtures")
@@ -33,13 +32,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    register_markers(config)
     options = RunOptions.from_config(config)
     check_options(options)
     config.stash[STATE] = PluginState(options)
     if not is_worker(config):
         if options.dataset_dir:
             dataset_of(config)  # a broken dataset is one usage error line, before any collection
-        from harness.plugin.recorder import ResultsRecorder
+        if not config.getoption("collectonly"):  # listing the cases writes no run folder
+            from harness.plugin.recorder import ResultsRecorder
 
-        config.pluginmanager.register(ResultsRecorder(config), "pitfalls-results")
+            config.pluginmanager.register(ResultsRecorder(config), "pitfalls-results")

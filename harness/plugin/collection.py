@@ -24,7 +24,8 @@ MARKERS = {
 }
 
 
-def register_markers(config: pytest.Config) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers (every pytest run of the environment sees them in ``--markers``)."""
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
 
