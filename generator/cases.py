@@ -1,6 +1,6 @@
 """Generate ConflictEdit and RoundEdit cases from a graph and rules, in the published JSON format.
 
-Writing the published format means one loader (harness/datasets.py) reads the
+Writing the published format means one loader (benchmark/datasets.py) reads the
 paper's files and ours. Every choice is drawn from ``random.Random`` seeded by
 ``(seed, split)`` over sorted candidates, so the same graph, rules and seed
 give the same cases. Counterfactual objects are drawn from the relation's

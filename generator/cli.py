@@ -7,7 +7,7 @@ Sources of facts (one of):
 * ``--from-published DIR``: the triples, prompts and rules inside published-format files.
 
 ``--filter-model NAME`` keeps only cases whose facts that model knows
-(harness/knowledge/known.py). The folder gets the five split files, both
+(generator/known.py). The folder gets the five split files, both
 prompt files and ``generation.json`` (source, licences, seed, counts, filter
 report). The suites use :func:`default_dataset_dir` when no ``--dataset-dir`` is given.
 """
@@ -152,7 +152,7 @@ def _model_filter(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created; files in it are replaced)")
-    parser.add_argument("--triples", help="a user's graph: JSON lines or TSV (see harness/knowledge/graph.py)")
+    parser.add_argument("--triples", help="a user's graph: JSON lines or TSV (see generator/graph.py)")
     parser.add_argument("--relations", help="relations file: prompts and 10 paraphrases per relation")
     parser.add_argument("--rules", help="rules file: coverage, reverse, composite and round rules")
     parser.add_argument("--from-published", metavar="DIR", help="take facts, prompts and rules from published-format files")

@@ -5,7 +5,7 @@ entities a relation points to (its range: counterfactuals are drawn from it,
 so a new object has the same type as the old one), and the neighbours of an
 entity (for the closeness measure of easy/hard round cases).
 
-Graphs come from our geography builder (harness/knowledge/geography.py), a
+Graphs come from our geography builder (generator/geography.py), a
 user's triples file (JSON lines or TSV), or the triples inside a folder of
 published-format files.
 """
