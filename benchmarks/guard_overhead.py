@@ -40,14 +40,15 @@ def main() -> None:
     loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
     n_values = sum(p.numel() for p in loaded.model.parameters())
     print(f"{args.model} on {loaded.device}: {n_values / 1e6:.0f}M parameter values; {len(dataset.all_cases())} cases per editor")
-    print("| editor | s per case | checks per case | check s per case | clone s per case | overhead % |")
-    print("|---|---|---|---|---|---|")
+    print("| editor | s per case | fingerprint passes per case | fingerprint s per case | clone + versions s per case "
+          "| state checks s per case | overhead % |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.editors:
         editor = make_editor(name, loaded, EditorSettings(cache_dir=cache))
         guard = ModelGuard(loaded.model)
         runner = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard)
         runner.run(dataset.all_cases()[0])  # warm-up: statistics, templates, first-use costs
-        guard.stats.check_seconds = guard.stats.snapshot_seconds = 0.0
+        guard.stats.check_seconds = guard.stats.snapshot_seconds = guard.stats.state_seconds = 0.0
         guard.stats.checks = 0
         start = time.perf_counter()
         cases = dataset.all_cases()
@@ -55,9 +56,10 @@ def main() -> None:
             runner.run(case)
         total = time.perf_counter() - start
         n = len(cases)
-        check, clone = guard.stats.check_seconds / n, guard.stats.snapshot_seconds / n
-        print(f"| {name} | {total / n:.2f} | {guard.stats.checks / n:.1f} | {check:.3f} | {clone:.3f} | "
-              f"{100 * (check + clone) / (total / n):.2f} |", flush=True)
+        check, clone, state = (seconds / n for seconds in (guard.stats.check_seconds, guard.stats.snapshot_seconds,
+                                                           guard.stats.state_seconds))
+        print(f"| {name} | {total / n:.2f} | {guard.stats.checks / n:.1f} | {check:.3f} | {clone:.3f} | {state:.3f} | "
+              f"{100 * (check + clone + state) / (total / n):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

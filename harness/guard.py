@@ -76,9 +76,10 @@ class ModelState:
 class GuardStats:
     """Seconds spent checking and snapshotting, for the overhead benchmark."""
 
-    check_seconds: float = 0.0
+    check_seconds: float = 0.0  # full fingerprints
     checks: int = 0
-    snapshot_seconds: float = 0.0
+    snapshot_seconds: float = 0.0  # clones of the declared tensors and version counters
+    state_seconds: float = 0.0  # hooks, modes, requires_grad, config, identities, and their repair
 
 
 class ModelGuard:
@@ -106,6 +107,13 @@ class ModelGuard:
         return {name: t._version for name, t in named_tensors(self.model).items()}
 
     def _state_problems(self) -> list[str]:
+        start = time.perf_counter()
+        try:
+            return self._read_state_problems()
+        finally:
+            self.stats.state_seconds += time.perf_counter() - start
+
+    def _read_state_problems(self) -> list[str]:
         now = ModelState.read(self.model)
         problems = []
         if now.tensor_ids.keys() != self.state.tensor_ids.keys():
@@ -129,6 +137,7 @@ class ModelGuard:
 
     def _repair_state(self) -> None:
         """Remove hooks the editor left, reset modes and requires_grad (tensor values are restored elsewhere)."""
+        start = time.perf_counter()
         for name, module in self.model.named_modules():
             for kind in _HOOK_DICTS:
                 hooks = getattr(module, kind, None)
@@ -138,6 +147,7 @@ class ModelGuard:
             module.training = name in self.state.training
         for name, param in self.model.named_parameters():
             param.requires_grad_(name in self.state.requires_grad)
+        self.stats.state_seconds += time.perf_counter() - start
 
     def check_untouched(self, what: str) -> str | None:
         """None when the model is as at the baseline; else the model is restored (if it can be) and a message says ``what``."""
