@@ -81,6 +81,12 @@ class EditorSettings:
     hparams_file: Path | None = None  # --hparams: overrides the per-model file
 
 
+def declared_names(editor: Editor, model: Any) -> list[str]:
+    """The parameter names ``editor`` declares, with ``ALL_PARAMETERS`` spelled out as every parameter of ``model``."""
+    declared = editor.declared_parameters()
+    return list(dict(model.named_parameters())) if declared == ALL_PARAMETERS else list(declared)
+
+
 class Editor(abc.ABC):
     """An editing method bound to one loaded model. See the module docstring for the whole contract.
 

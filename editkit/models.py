@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from editkit import tiny_models
 from editkit.cache import locked
-from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, package_dir
+from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, looks_like_path, package_dir
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -131,7 +131,7 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
     else:
         if name in GGUF_PRESETS:
             source, hparams_key = str(_dequantized_folder(name, GGUF_PRESETS[name], cache_dir)), GGUF_PRESETS[name].hparams_key
-        elif not Path(name).expanduser().exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        elif not Path(name).expanduser().exists() and looks_like_path(name):
             raise ModelLoadError(f"--model {name}: no such folder (give a preset: {', '.join(preset_names())}; "
                                  "a local Hugging Face folder; or a hub id)")
         elif Path(name).expanduser().exists():

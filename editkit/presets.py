@@ -54,3 +54,8 @@ GGUF_PRESETS: dict[str, GGUFPreset] = {
     ),
 }
 DEFAULT_MODEL = "gemma3-270m"
+
+
+def looks_like_path(name: str) -> bool:
+    """``--model`` spelled as a path (a hub id is ``owner/name``, with one slash): it must exist, never a hub lookup."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1

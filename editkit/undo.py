@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from editkit.contract import declared_names
 from editkit.fingerprints import named_tensors
 
 
@@ -32,9 +33,6 @@ class WeightJournal:
                 if name not in tensors:
                     raise LookupError(f"parameter {name!r} is not in the model ({type(self.model).__name__})")
                 self.originals[name] = tensors[name].detach().clone()
-
-    def save_all(self) -> None:
-        self.save(dict(self.model.named_parameters()))
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -58,10 +56,5 @@ def undone_after(model: torch.nn.Module, names: Iterable[str] = ()) -> Iterator[
 @contextlib.contextmanager
 def editing(model: torch.nn.Module, editor: object) -> Iterator[WeightJournal]:
     """Save what ``editor`` declares, then undo on leaving: ``with editing(model, editor): editor.apply([edit])``."""
-    declared = editor.declared_parameters()  # type: ignore[attr-defined]
-    with undone_after(model) as journal:
-        if declared == "all":
-            journal.save_all()
-        else:
-            journal.save(declared)
+    with undone_after(model, declared_names(editor, model)) as journal:  # type: ignore[arg-type]
         yield journal

@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark.datasets import ConflictCase, DatasetError, RoundCase, parse_edit
-from editkit.facts import Edit, Fact
+from editkit.facts import Edit, Fact, Relation
+from generator.graph import read_triples_file
 from generator.schema import Rules, parse_rules
 
 Key = tuple[str, str]  # (subject id, relation id)
@@ -194,11 +195,8 @@ def case_batch(case: ConflictCase | RoundCase) -> tuple[str, list[Edit], list[Fa
 
 
 def read_facts(path: Path) -> list[Fact]:
-    from generator.graph import read_triples_file
-
+    """The graph's triples as facts (relations by id only: no prompt is needed to compare facts)."""
     graph = read_triples_file(path)
-    from editkit.facts import Relation
-
     return [Fact(graph.entities[t.subject], Relation(t.relation, "{}", "", ""), graph.entities[t.object]) for t in graph.triples]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from editkit.contract import ALL_PARAMETERS, Editor, EditorSettings
+from editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, declared_names
 from editkit.facts import Edit, Entity, Relation
 from editkit.fingerprints import named_tensors, parameter_digest
 from editkit.models import LoadedModel
@@ -54,18 +54,13 @@ def _changed(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> list[st
     return [name for name, value in before.items() if not torch.equal(now[name], value)]
 
 
-def _declared(editor: Editor, model: torch.nn.Module) -> list[str]:
-    declared = editor.declared_parameters()
-    return list(dict(model.named_parameters())) if declared == ALL_PARAMETERS else list(declared)
-
-
 def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHECK_EDITS, seed: int = 0,
                reload: Callable[[], None] | None = None) -> list[Check]:
     """Every check of the module docstring, in order; ``reload`` brings back weights an editor changed without declaring."""
     model = loaded.model
     checks: list[Check] = []
     declared_raw = editor.declared_parameters()
-    declared = _declared(editor, model)
+    declared = declared_names(editor, model)
     unknown = [n for n in declared if n not in dict(model.named_parameters())]
     checks.append(Check("declares its parameters", not unknown and bool(declared),
                         f"unknown: {unknown[0]!r}" if unknown else

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from editkit.contract import ALL_PARAMETERS, Editor
+from editkit.contract import Editor, declared_names
 from editkit.facts import Edit
 from editkit.fingerprints import named_tensors, parameter_fingerprints
 from editkit.undo import WeightJournal
@@ -95,13 +95,13 @@ class ModelGuard:
 
     # Checks ---------------------------------------------------------------------------
 
-    def _changed(self, exclude: set[str] = frozenset()) -> list[str]:
+    def _changed(self) -> list[str]:
+        """Tensors whose content fingerprint differs from the baseline."""
         start = time.perf_counter()
-        names = [n for n in self.baseline if n not in exclude]
-        now = parameter_fingerprints(self.model, names)
+        now = parameter_fingerprints(self.model)
         self.stats.check_seconds += time.perf_counter() - start
         self.stats.checks += 1
-        return [n for n in names if now[n] != self.baseline[n]]
+        return [n for n in self.baseline if now[n] != self.baseline[n]]
 
     def _versions(self) -> dict[str, int]:
         return {name: t._version for name, t in named_tensors(self.model).items()}
@@ -149,18 +149,27 @@ class ModelGuard:
             param.requires_grad_(name in self.state.requires_grad)
         self.stats.state_seconds += time.perf_counter() - start
 
-    def check_untouched(self, what: str) -> str | None:
-        """None when the model is as at the baseline; else the model is restored (if it can be) and a message says ``what``."""
+    def _restore(self) -> tuple[list[str], list[str], bool]:
+        """Repair hooks and modes, compare every tensor with the baseline, reload after a change.
+
+        Returns the tensors that differed, the state problems found, and whether the model is now original.
+        """
         problems = self._state_problems()
         self._repair_state()
         changed = self._changed()
+        if not changed:
+            return changed, problems, True
+        if self.reload is not None:
+            self.reload()
+        return changed, problems, not self._changed()
+
+    def check_untouched(self, what: str) -> str | None:
+        """None when the model is as at the baseline; else the model is restored (if it can be) and a message says ``what``."""
+        changed, problems, restored = self._restore()
         if not changed and not problems:
             return None
-        if changed and self.reload is not None:
-            self.reload()
-        still = self._changed()
-        if still:
-            self.damaged = f"{what} ({still[0]!r}) and could not be restored"
+        if not restored:
+            self.damaged = f"{what} ({changed[0]!r}) and could not be restored"
         return f"{what}: {changed[0] if changed else problems[0]}"
 
     # The case -------------------------------------------------------------------------
@@ -183,23 +192,17 @@ class ModelGuard:
 
     def _after_case(self, editor: Editor, edits: CaseEdits) -> EditFailure | None:
         """Repair what can be repaired, prove every tensor original, and say what went wrong (None: nothing)."""
-        problems = self._state_problems()
-        self._repair_state()
-        changed = self._changed()
-        failure: EditFailure | None = None
+        changed, problems, restored = self._restore()
+        if not restored:
+            self.damaged = (f"the model could not be restored after editor {editor.name!r} changed {changed[0]!r}: "
+                            "every later case of this worker is an error")
+            return ModelDamaged(self.damaged)
         if changed:
-            failure = EditFailure(f"editor {editor.name!r} changed {changed[0]!r}, which it did not declare "
-                                  f"(declared: {edits.declared_text()})")
-            if self.reload is not None:
-                self.reload()
-                changed = self._changed()
-            if changed:
-                self.damaged = (f"the model could not be restored after editor {editor.name!r} changed {changed[0]!r}: "
-                                "every later case of this worker is an error")
-                return ModelDamaged(self.damaged)
-        elif problems:
-            failure = EditFailure(f"editor {editor.name!r} broke the contract: {problems[0]}")
-        return failure
+            return EditFailure(f"editor {editor.name!r} changed {changed[0]!r}, which it did not declare "
+                               f"(declared: {edits.declared_text()})")
+        if problems:
+            return EditFailure(f"editor {editor.name!r} broke the contract: {problems[0]}")
+        return None
 
 
 @dataclass
@@ -219,15 +222,11 @@ class CaseEdits:
 
     def apply(self, edits: Sequence[Edit], seed: int) -> None:
         guard, editor = self.guard, self.editor
-        declared = editor.declared_parameters()
-        if declared == ALL_PARAMETERS:
-            names = list(dict(guard.model.named_parameters()))
-        else:
-            names = list(declared)
-            unknown = [n for n in names if n not in guard.baseline]
-            if unknown:
-                self.failure = EditFailure(f"editor {editor.name!r} declared {unknown[0]!r}, which is not a parameter of the model")
-                raise self.failure
+        names = declared_names(editor, guard.model)
+        unknown = [n for n in names if n not in guard.baseline]
+        if unknown:
+            self.failure = EditFailure(f"editor {editor.name!r} declared {unknown[0]!r}, which is not a parameter of the model")
+            raise self.failure
         self.declared = list(dict.fromkeys([*self.declared, *names]))
         start = time.perf_counter()
         self.journal.save(names)

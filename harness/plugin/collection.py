@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from benchmark.datasets import Case
 from benchmark.splits import BENCHMARKS, SPLITS, splits_of
 from harness.plugin.options import STATE, dataset_of
 
@@ -30,6 +31,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
 
 
+def identity_of(case: Case) -> dict:
+    """What a case's reports and records carry about it (the fields of ``CaseRecord`` that name the case)."""
+    return {"case_id": case.case_id, "benchmark": case.benchmark, "split": case.split, "index": case.index, "group": case.group}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """One item per case: ``conflict_case`` or ``round_case`` parametrized from the dataset."""
     for argname, benchmark in CASE_ARGUMENTS.items():
@@ -39,10 +45,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = [case for split in splits_of(benchmark) for case in dataset.cases.get(split, [])]
         params = []
         for case in cases:
-            identity = {"case_id": case.case_id, "benchmark": benchmark, "split": case.split, "index": case.index,
-                        "group": case.group}
             marks = [getattr(pytest.mark, benchmark), getattr(pytest.mark, case.split),
-                     pytest.mark.pitfalls_case(identity)]
+                     pytest.mark.pitfalls_case(identity_of(case))]
             params.append(pytest.param(case, id=case.case_id, marks=marks))
         metafunc.parametrize(argname, params)
     if PRECHECK_ARGUMENT in metafunc.fixturenames:

@@ -121,6 +121,7 @@ def case_runner(pytestconfig: pytest.Config, editor, loaded_model, model_guard, 
 def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_options: RunOptions):
     """Run a case, attach its record to the report, and fail the item if its pitfall showed or the edit failed."""
     from harness.guard import EditFailure
+    from harness.plugin.collection import identity_of
     from harness.records import CaseRecord
     from harness.runner import CaseInputError, case_seed
 
@@ -133,8 +134,7 @@ def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_option
         try:
             record = case_runner.run(case, paraphrases)
         except (EditFailure, CaseInputError) as exc:
-            attach(CaseRecord(case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index,
-                              group=case.group, status="error", seed=case_seed(run_options.seed, case.case_id),
+            attach(CaseRecord(**identity_of(case), status="error", seed=case_seed(run_options.seed, case.case_id),
                               error=str(exc), device=str(case_runner.editor.loaded.device), worker=worker_id()))
             pytest.fail(str(exc), pytrace=False)
         record.worker = worker_id()

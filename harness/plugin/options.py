@@ -137,9 +137,10 @@ def check_options(options: RunOptions) -> None:
         raise pytest.UsageError(f"--results-dir {options.results_dir}: cannot write in {existing}; choose a writable folder")
     if options.stats_corpus != "gensim-wiki":
         _check_corpus(options.stats_corpus)
+    from editkit.presets import looks_like_path
+
     model = options.model
-    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1  # a hub id has one slash
-    if looks_like_path and not Path(model).expanduser().exists():
+    if looks_like_path(model) and not Path(model).expanduser().exists():
         raise pytest.UsageError(f"--model {model}: no such folder (give a preset name, a local Hugging Face folder or a hub id)")
 
 

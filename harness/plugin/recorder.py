@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
-from harness.plugin.collection import case_identity
+from harness.plugin.collection import case_identity, identity_of
 from harness.plugin.fixtures import CONFIG_PROPERTY, RECORD_PROPERTY
 from harness.plugin.options import STATE, dataset_of
 from harness.records import (
@@ -58,6 +58,7 @@ class ResultsRecorder:
         self.config_written = False
         self.selection_written = False
         self.error: str | None = None  # the results folder fault, once
+        self.session: pytest.Session | None = None  # set when the session starts: a fault stops it
 
     # The run folder -------------------------------------------------------------------
 
@@ -100,9 +101,8 @@ class ResultsRecorder:
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write_line(f"ERROR: {message}", red=True, bold=True)
-        session = getattr(self, "session", None)
-        if session is not None:
-            session.shouldstop = message
+        if self.session is not None:
+            self.session.shouldstop = message
 
     def _guarded(self, action: Any) -> Any:
         if self.error is not None:
@@ -155,9 +155,7 @@ class ResultsRecorder:
         if not nodeid.endswith("]") or "[" not in nodeid:
             return None
         if not hasattr(self, "_by_case_id"):
-            self._by_case_id = {case.case_id: {"case_id": case.case_id, "benchmark": case.benchmark, "split": case.split,
-                                               "index": case.index, "group": case.group}
-                                for case in dataset_of(self.config).all_cases()}
+            self._by_case_id = {case.case_id: identity_of(case) for case in dataset_of(self.config).all_cases()}
         return self._by_case_id.get(nodeid[nodeid.rindex("[") + 1 : -1])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
