@@ -17,6 +17,7 @@ import time
 import torch
 
 from benchmark.datasets import load_dataset, prompt_set
+from benchmarks import dataset_dir_or_default
 from editkit.cache import default_cache_dir
 from editkit.contract import EditorSettings
 from editkit.fingerprints import parameter_digest
@@ -37,10 +38,7 @@ def main() -> None:
     parser.add_argument("--stats-corpus", default="gensim-wiki")
     args = parser.parse_args()
     cache = default_cache_dir()
-    if args.dataset_dir is None:
-        from generator.cli import default_dataset_dir
-
-        args.dataset_dir = default_dataset_dir(cache)
+    args.dataset_dir = dataset_dir_or_default(args.dataset_dir, cache)
     dataset = load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits)
     cases = dataset.cases["easy"]
     device = resolve_device(args.device)

@@ -14,6 +14,7 @@ import argparse
 import time
 
 from benchmark.datasets import load_dataset
+from benchmarks import dataset_dir_or_default
 from editkit.cache import default_cache_dir
 from editkit.contract import EditorSettings
 from editkit.models import load_model, resolve_device
@@ -32,10 +33,7 @@ def main() -> None:
     parser.add_argument("--dataset-dir", default=None)
     args = parser.parse_args()
     cache = default_cache_dir()
-    if args.dataset_dir is None:
-        from generator.cli import default_dataset_dir
-
-        args.dataset_dir = default_dataset_dir(cache)
+    args.dataset_dir = dataset_dir_or_default(args.dataset_dir, cache)
     dataset = load_dataset(args.dataset_dir, limit=args.cases)
     loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
     n_values = sum(p.numel() for p in loaded.model.parameters())

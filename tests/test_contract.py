@@ -21,6 +21,8 @@ from harness.check_editor import run_checks
 from harness.guard import EditFailure, ModelGuard
 from harness.runner import CaseRunner
 
+from .test_plugin import records, run_pytest
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "example_editor"
 EXAMPLE_CLASS = "pitfalls_example_editor.editing:OneLayerFT"
@@ -28,13 +30,6 @@ EXAMPLE_CLASS = "pitfalls_example_editor.editing:OneLayerFT"
 
 def settings(cache_dir: Path) -> EditorSettings:
     return EditorSettings(cache_dir=cache_dir, stats_tokens=5000)
-
-
-def run_pytest(args: list[str], cache_dir: Path, cwd: Path = REPO, pythonpath: list[Path] = ()) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")]).strip(os.pathsep)
-    return subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +115,9 @@ def test_the_suites_record_an_editor_failure_on_its_case_and_go_on(published, ca
                        "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2", "-m", "easy",
                        "--results-dir", str(tmp_path), "--run-name", "broken"], cache_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stdout
-    records = [json.loads(line) for line in (tmp_path / "broken" / "cases.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in records] == ["error", "error"]
-    assert all("editor 'undeclared-change' changed 'model.embed_tokens.weight'" in r["error"] for r in records)
+    done = records(tmp_path / "broken" / "cases.jsonl")
+    assert [r["status"] for r in done] == ["error", "error"]
+    assert all("editor 'undeclared-change' changed 'model.embed_tokens.weight'" in r["error"] for r in done)
     assert "easy: 0 cases scored, every case an error" in proc.stdout
 
 
@@ -156,8 +151,8 @@ def test_a_users_own_test_file_runs_a_hand_written_case(cache_dir, tmp_path):
                        "--results-dir", str(tmp_path / "results"), "--run-name", "mine", "--stats-tokens", "5000"],
                       cache_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "results" / "mine" / "cases.jsonl").read_text().splitlines()]
-    assert [r["case_id"] for r in records] == ["easy-0000-P47-france"] and records[0]["status"] == "ok"
+    done = records(tmp_path / "results" / "mine" / "cases.jsonl")
+    assert [r["case_id"] for r in done] == ["easy-0000-P47-france"] and done[0]["status"] == "ok"
     assert "Easy Succ" in proc.stdout
 
 
@@ -166,6 +161,6 @@ def test_an_editor_that_changes_the_model_while_built_is_refused(published, cach
                        "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-m", "easy",
                        "--results-dir", str(tmp_path), "--run-name", "built"], cache_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stdout
-    records = [json.loads(line) for line in (tmp_path / "built" / "cases.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in records] == ["error"]
-    assert "editor 'changes-while-built' changed the model while being built: model.norm.weight" in records[0]["error"]
+    done = records(tmp_path / "built" / "cases.jsonl")
+    assert [r["status"] for r in done] == ["error"]
+    assert "editor 'changes-while-built' changed the model while being built: model.norm.weight" in done[0]["error"]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_pytest(args: list[str], cache_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_pytest(args: list[str], cache_dir: Path, timeout: int = 600, cwd: Path = REPO,
+               pythonpath: Sequence[Path] = ()) -> subprocess.CompletedProcess:
+    """A pytest run as a user starts it (from ``cwd``; ``pythonpath`` first on the import path)."""
     env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:randomly"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:randomly", "-p", "no:cacheprovider"], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def records(path: Path) -> list[dict]:
