@@ -82,6 +82,8 @@ CATALOGUE: list[Bad] = [
     Bad("stats-tokens-negative", ["--stats-tokens", "-5"], "--stats-tokens -5: must be at least 1"),
     Bad("hparams-missing-file", ["--hparams", "{tmp}/nope.json"], "/nope.json: no such file"),
     Bad("run-name-path", ["--run-name", "a/b"], "--run-name 'a/b': give a folder name (no path separators)"),
+    Bad("shard-beyond-count", ["--shard", "4/3"], "--shard '4/3': expected K/N with 1 <= K <= N, e.g. --shard 2/8"),
+    Bad("shard-not-a-fraction", ["--shard", "half"], "--shard 'half': expected K/N with 1 <= K <= N"),
     Bad("results-dir-is-file", ["--results-dir", "{tmp}/afile"], "/afile: is a file, not a folder", setup=write("tmp/afile", "x")),
     Bad("model-missing-folder", ["--model", "/no/such/model"], "--model /no/such/model: no such folder"),
     Bad("model-folder-without-config", ["--model", "{tmp}", "-m", "easy", "--limit", "1"], "folder has no config.json", status=1),
@@ -177,6 +179,8 @@ CATALOGUE: list[Bad] = [
     Bad("generate-max-cases-negative", ["{tmp}/out", "--max-cases", "-1"], "--max-cases -1: give 0 (all) or more", tool="generate"),
     # ------------------------------------------------------------------ the report and the checker
     Bad("report-not-a-run-folder", ["{tmp}"], "no cases.jsonl (not a results folder of the harness)", tool="reports"),
+    Bad("merge-not-a-run-folder", ["merge", "{tmp}/merged", "{tmp}"], "no cases.jsonl (not a run folder of the harness)",
+        tool="reports"),
     Bad("check-unknown-editor", ["nosuch"], "error: --editor 'nosuch': unknown editor", tool="check"),
     Bad("check-model-missing", ["rome", "--model", "/no/such/model"], "--model /no/such/model", tool="check"),
 ]
