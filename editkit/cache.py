@@ -35,7 +35,7 @@ def locked(path: Path) -> Iterator[None]:
         yield
 
 
-def _atomic_replace(path: Path, write: Any) -> None:
+def atomic_replace(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
@@ -53,7 +53,7 @@ def cached_tensors(path: Path, compute: Any) -> dict[str, torch.Tensor]:
         if path.exists():
             return torch.load(path, map_location="cpu", weights_only=True)
         value = compute()
-        _atomic_replace(path, lambda tmp: torch.save(value, tmp))
+        atomic_replace(path, lambda tmp: torch.save(value, tmp))
         return value
 
 
@@ -63,5 +63,5 @@ def cached_json(path: Path, compute: Any) -> Any:
         if path.exists():
             return json.loads(path.read_text(encoding="utf-8"))
         value = compute()
-        _atomic_replace(path, lambda tmp: Path(tmp).write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8"))
+        atomic_replace(path, lambda tmp: Path(tmp).write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8"))
         return value

@@ -14,8 +14,8 @@ case it
    left on a module, and that no ``requires_grad`` flag, train/eval mode or
    config value changed.
 
-After the case it copies the clones back and checks that every tensor is bit
-for bit what it was. A violation, or an exception raised by ``apply``, is
+After the case it copies the clones back, calls :meth:`Editor.model_restored`
+and checks that every tensor is bit for bit what it was. A violation, or an exception raised by ``apply``, is
 recorded as that case's error (naming the editor and the parameter); the
 model is restored and the next case runs on the original weights.
 
@@ -75,8 +75,10 @@ class EditorSettings:
     """Harness-level settings an editor may need, beyond its hyper-parameters."""
 
     cache_dir: Path
-    stats_corpus: str = "gensim-wiki"  # text behind second-moment statistics (ROME, MEMIT)
-    stats_tokens: int = 100_000  # corpus tokens behind the second-moment statistics
+    stats_corpus: str = "gensim-wiki"  # text behind second-moment statistics (ROME, MEMIT and descendants)
+    stats_tokens: int = 100_000  # corpus tokens behind the second-moment statistics (paragraph corpora)
+    stats_dir: Path | None = None  # --stats-dir: statistics in the reference's .npz layout, read and written there
+    hparams_values: tuple[tuple[str, Any], ...] = ()  # --hparams-set KEY=VALUE: single keys replaced in the file's values
     seed: int = 0  # the run's base seed (each case's own seed is set by the harness)
     hparams_file: Path | None = None  # --hparams: overrides the per-model file
 
@@ -115,6 +117,14 @@ class Editor(abc.ABC):
         """The configuration to echo in results."""
         return {}
 
+    def model_restored(self) -> None:
+        """The harness has put the model back to its original weights (after every case, at the end of a chain).
+
+        Forget what depends on the edits made since (AlphaEdit keeps the keys of
+        earlier edits to protect them). Most editors keep nothing of the kind.
+        """
+        return None
+
     # Hyper-parameters ------------------------------------------------------------
 
     @classmethod
@@ -127,4 +137,5 @@ class Editor(abc.ABC):
 
     def load_hparams(self, hparams_class: type[T]) -> tuple[Path, T]:
         """``--hparams FILE`` if given, else the file for this model's checkpoint name, then its family."""
-        return editor_hparams(self.name, self.hparams_folders(), hparams_class, self.loaded, self.settings.hparams_file)
+        return editor_hparams(self.name, self.hparams_folders(), hparams_class, self.loaded, self.settings.hparams_file,
+                              dict(self.settings.hparams_values))

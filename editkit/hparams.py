@@ -69,14 +69,30 @@ def find_hparams_file(method: str, folders: list[Path], keys: list[str]) -> Path
     )
 
 
-def editor_hparams(method: str, folders: list[Path], cls: type[T], loaded: Any, override: Path | str | None) -> tuple[Path, T]:
-    """The file an editor uses (``override``, else by checkpoint name, then by family) and what it holds."""
+def editor_hparams(method: str, folders: list[Path], cls: type[T], loaded: Any, override: Path | str | None,
+                   values: dict[str, Any] | None = None) -> tuple[Path, T]:
+    """The file an editor uses (``override``, else by checkpoint name, then by family) and what it holds, with
+    ``values`` (``--hparams-set``) replacing single keys."""
     path = Path(override) if override else find_hparams_file(method, folders, [loaded.hparams_key, loaded.family])
-    return path, load_hparams(cls, path)
+    return path, load_hparams(cls, path, values)
 
 
-def load_hparams(cls: type[T], path: Path) -> T:
-    """Read ``path`` into the dataclass ``cls``; unknown, missing or mistyped keys are errors."""
+def parse_hparams_set(items: list[str]) -> dict[str, Any]:
+    """``["rank=64", "checkpoint=~/net.pt"]`` -> values (JSON where it parses, else the text); one clear error otherwise."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise HyperParamsError(f"--hparams-set {item!r}: expected KEY=VALUE, e.g. --hparams-set v_num_grad_steps=10")
+        try:
+            values[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.strip()] = text
+    return values
+
+
+def load_hparams(cls: type[T], path: Path, values: dict[str, Any] | None = None) -> T:
+    """Read ``path`` into the dataclass ``cls`` (``values`` replace keys); unknown, missing or mistyped keys are errors."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=lambda c: float(c))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -84,6 +100,10 @@ def load_hparams(cls: type[T], path: Path) -> T:
     if not isinstance(raw, dict):
         raise HyperParamsError(f"{path}: expected a JSON object")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown_set = sorted(set(values or {}) - set(fields))
+    if unknown_set:
+        raise HyperParamsError(f"--hparams-set {unknown_set[0]}: {cls.__name__} has no such key (keys: {', '.join(fields)})")
+    raw = {**raw, **(values or {})}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise HyperParamsError(f"{path}: unknown key(s) {', '.join(unknown)} for {cls.__name__}")

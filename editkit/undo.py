@@ -56,5 +56,10 @@ def undone_after(model: torch.nn.Module, names: Iterable[str] = ()) -> Iterator[
 @contextlib.contextmanager
 def editing(model: torch.nn.Module, editor: object) -> Iterator[WeightJournal]:
     """Save what ``editor`` declares, then undo on leaving: ``with editing(model, editor): editor.apply([edit])``."""
-    with undone_after(model, declared_names(editor, model)) as journal:  # type: ignore[arg-type]
-        yield journal
+    try:
+        with undone_after(model, declared_names(editor, model)) as journal:  # type: ignore[arg-type]
+            yield journal
+    finally:
+        forget = getattr(editor, "model_restored", None)
+        if forget is not None:
+            forget()

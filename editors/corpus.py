@@ -1,9 +1,18 @@
-"""English text for the second-moment statistics of ROME and MEMIT.
+"""English text for the second-moment statistics of ROME, MEMIT and their descendants.
 
-The reference methods estimate ``C = E[k k^T]`` over Wikipedia. Offline, the
-default is the Wikipedia excerpt that the ``gensim`` wheel ships in its test
-data (about 200 articles); users may name any UTF-8 text file instead
-(paragraphs separated by blank lines, or JSON lines with a ``"text"`` field).
+The reference methods estimate ``C = E[k k^T]`` over 100,000 Wikipedia
+articles (``wikipedia``, ``20200501.en``), each truncated to the model's
+context. Three kinds of corpus:
+
+* ``gensim-wiki`` (default, offline): the Wikipedia excerpt that the ``gensim``
+  wheel ships in its test data (about 200 articles), cut into short pieces up
+  to a token budget;
+* a UTF-8 text file (paragraphs separated by blank lines, or JSON lines with a
+  ``"text"`` field), used the same way;
+* ``hf:NAME[:CONFIG]`` or ``hf:FOLDER``: a Hugging Face dataset with a
+  ``"text"`` column, read through the ``datasets`` library (streamed from the
+  hub, or a local folder), sampled as the reference samples: whole articles,
+  truncated to the model's context, ``mom2_n_samples`` of them.
 """
 
 from __future__ import annotations
@@ -14,15 +23,22 @@ import html
 import importlib.util
 import io
 import json
+import random
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 GENSIM_WIKI = "gensim-wiki"
 _GENSIM_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_WORDS = 20  # shorter paragraphs are mostly captions and list debris
 MIN_CHUNK_TOKENS = 8  # shorter text pieces are not used for statistics
+HF_PREFIX = "hf:"
+REFERENCE_CORPUS = "hf:wikipedia:20200501.en"  # what the reference's statistics were computed from
+SAMPLE_SEED = 1  # the reference draws its articles with random_sample=1
+STREAM_SHUFFLE_BUFFER = 10_000
 
 
 class CorpusError(ValueError):
@@ -31,9 +47,17 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Corpus:
+    """A corpus: short paragraphs cut to a token budget, or (``articles``) whole texts as the reference samples them."""
+
     name: str  # what the user gave, for messages and results
     digest: str  # keys the statistics cache
-    paragraphs: tuple[str, ...]
+    paragraphs: tuple[str, ...] = ()
+    articles: Callable[[int], Iterator[str]] | None = field(default=None, compare=False)  # n -> n sampled texts
+    stats_name: str = ""  # its name in the reference's statistics layout (``wikipedia`` for the reference's data)
+
+    @property
+    def whole_texts(self) -> bool:
+        return self.articles is not None
 
 
 def _strip_nested(text: str, open_mark: str, close_mark: str) -> str:
@@ -82,7 +106,7 @@ def _gensim_wiki() -> Corpus:
         if elem.tag.endswith("}text") and elem.text:
             paragraphs.extend(wiki_to_paragraphs(elem.text))
         elem.clear()
-    return Corpus(GENSIM_WIKI, hashlib.sha256(raw).hexdigest()[:12], tuple(paragraphs))
+    return Corpus(GENSIM_WIKI, hashlib.sha256(raw).hexdigest()[:12], tuple(paragraphs), stats_name=GENSIM_WIKI)
 
 
 def _text_file(path: Path) -> Corpus:
@@ -102,14 +126,80 @@ def _text_file(path: Path) -> Corpus:
         paragraphs = [re.sub(r"\s+", " ", p).strip() for p in re.split(r"\n\s*\n", raw) if p.strip()]
     if not paragraphs:
         raise CorpusError(f"--stats-corpus {path}: holds no text")
-    return Corpus(str(path), hashlib.sha256(raw.encode()).hexdigest()[:12], tuple(paragraphs))
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:12]
+    return Corpus(str(path), digest, tuple(paragraphs), stats_name=f"{path.stem}-{digest}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.name.endswith(".lock"):
+            digest.update(f"{path.relative_to(folder)}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:12]
+
+
+def _sampled(dataset: Any, n: int) -> Iterator[str]:
+    """``n`` texts drawn with the reference's seed: a fixed random subset of a sized dataset, a seeded shuffle of a stream."""
+    if hasattr(dataset, "__len__"):
+        rows = sorted(random.Random(SAMPLE_SEED).sample(range(len(dataset)), min(n, len(dataset))))
+        for row in rows:
+            yield str(dataset[row]["text"])
+    else:
+        for record in dataset.shuffle(seed=SAMPLE_SEED, buffer_size=STREAM_SHUFFLE_BUFFER).take(n):
+            yield str(record["text"])
+
+
+def _hf_dataset(spec: str) -> Corpus:
+    """``hf:NAME[:CONFIG]`` (streamed from the Hugging Face hub or its local cache) or ``hf:FOLDER``."""
+    name, _, config = spec[len(HF_PREFIX):].partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise CorpusError(f"--stats-corpus {spec}: needs the datasets library (pip install datasets)") from None
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            if any((folder / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+                dataset = datasets.load_from_disk(str(folder))
+                if isinstance(dataset, datasets.DatasetDict):
+                    dataset = dataset["train"] if "train" in dataset else dataset[next(iter(dataset))]
+            else:
+                dataset = datasets.load_dataset(str(folder), config or None, split="train")
+        except Exception as exc:  # datasets raises many types for a folder it cannot read
+            raise CorpusError(f"--stats-corpus {spec}: cannot read {folder} as a dataset ({_first_line(exc)}); give a folder "
+                              "written by datasets' save_to_disk, or one of json/parquet/text files with a 'text' column") from None
+        digest, stats_name = _folder_digest(folder), f"{folder.name}-{_folder_digest(folder)}"
+    else:
+        if not name:
+            raise CorpusError(f"--stats-corpus {spec}: expected hf:NAME[:CONFIG] or hf:FOLDER, e.g. {REFERENCE_CORPUS}")
+        try:
+            dataset = datasets.load_dataset(name, config or None, split="train", streaming=True)
+        except Exception as exc:  # offline, unknown name, gated: all end here
+            where = f"'{name}'" + (f", '{config}'" if config else "")
+            raise CorpusError(
+                f"--stats-corpus {spec}: the dataset is not available here ({_first_line(exc)}); on a machine with internet run "
+                f"python -c \"import datasets; datasets.load_dataset({where}, split='train').save_to_disk('DIR')\" "
+                f"and pass --stats-corpus hf:DIR, or give --stats-dir with the reference's .npz statistics") from None
+        digest = hashlib.sha256(f"{name}:{config}".encode()).hexdigest()[:12]
+        stats_name = "wikipedia" if (name, config) == ("wikipedia", "20200501.en") else f"{name}-{config}".replace("/", "_")
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and "text" not in columns:
+        raise CorpusError(f"--stats-corpus {spec}: the dataset has no 'text' column (columns: {', '.join(columns)})")
+    return Corpus(spec, digest, articles=lambda n: _sampled(dataset, n), stats_name=stats_name)
 
 
 def load_corpus(name: str) -> Corpus:
-    """``gensim-wiki`` (default) or the path of a text / JSON-lines file."""
+    """``gensim-wiki`` (default), ``hf:...`` (a Hugging Face dataset) or the path of a text / JSON-lines file."""
     if name == GENSIM_WIKI:
         return _gensim_wiki()
+    if name.startswith(HF_PREFIX):
+        return _hf_dataset(name)
     path = Path(name).expanduser()
     if not path.is_file():
-        raise CorpusError(f"--stats-corpus {name}: neither {GENSIM_WIKI!r} nor an existing file")
+        raise CorpusError(f"--stats-corpus {name}: neither {GENSIM_WIKI!r}, nor hf:NAME[:CONFIG] / hf:FOLDER, nor an existing file")
     return _text_file(path)

@@ -34,12 +34,14 @@ from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.context_templates import context_templates
 from editors.representations import module_io_at, subject_io, subject_last_index, weight_update
-from editors.second_moment import MOM2_DTYPES, editor_second_moment
+from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
 
 
 @dataclass(frozen=True)
-class MEMITHyperParams:
+class ResidualEditHyperParams:
+    """What MEMIT and its descendants (EMMET, AlphaEdit) share: targets in the residual stream, keys at MLP projections."""
+
     layers: list[int] = bounded(0, nonempty=True)
     layer_selection: str
     fact_token: str
@@ -49,7 +51,6 @@ class MEMITHyperParams:
     v_weight_decay: float = bounded(0)
     clamp_norm_factor: float = bounded(above=0)
     kl_factor: float = bounded(0)
-    mom2_update_weight: float = bounded(above=0)
     rewrite_module_tmp: str
     layer_module_tmp: str
     mom2_n_samples: int = bounded(1)
@@ -60,7 +61,12 @@ class MEMITHyperParams:
     post_mlp_norm_ridge: float = dataclasses.field(default=0.01, metadata={"low": 0})  # regularises the mapping through that norm
 
 
-def check_memit_hparams(path: Any, hp: MEMITHyperParams, loaded: LoadedModel) -> None:
+@dataclass(frozen=True, kw_only=True)
+class MEMITHyperParams(ResidualEditHyperParams):
+    mom2_update_weight: float = bounded(above=0)
+
+
+def check_memit_hparams(path: Any, hp: ResidualEditHyperParams, loaded: LoadedModel) -> None:
     check_value_hparams(path, hp, loaded.num_layers, MOM2_DTYPES)
     if hp.layer_selection != "all":
         raise HyperParamsError(f"{path}: layer_selection {hp.layer_selection!r}: only 'all' is supported")
@@ -90,19 +96,21 @@ def through_rms_norm(norm: torch.nn.Module, mlp_out: torch.Tensor, wanted_change
 
 
 class MEMIT(Editor):
+    """The shared procedure (targets, keys, residuals layer by layer); :meth:`layer_update` is MEMIT's least squares."""
+
     name = "memit"
     supports_batch = True
+    hparams_class: type[ResidualEditHyperParams] = MEMITHyperParams
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path, self.hparams = self.load_hparams(MEMITHyperParams)
+        self.hparams_path, self.hparams = self.load_hparams(self.hparams_class)
         check_memit_hparams(self.hparams_path, self.hparams, loaded)
         self._templates: list[str] | None = None
         self._cov: dict[str, torch.Tensor] = {}
 
     def describe(self) -> dict[str, Any]:
-        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams),
-                "stats_corpus": self.settings.stats_corpus, "stats_tokens": self.settings.stats_tokens}
+        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), **describe_stats(self.settings)}
 
     def context_templates(self) -> list[str]:
         if self._templates is None:
@@ -136,21 +144,34 @@ class MEMIT(Editor):
 
         for i, layer in enumerate(hp.layers):
             rewrite = module_name(hp.rewrite_module_tmp, layer)
-            keys = torch.stack([
-                subject_io(self.loaded, [fill(t, e.relation.prompt) for t in templates], e.subject.label, rewrite)[0].mean(0)
-                for e in edits
-            ], dim=1).double()  # (in, n)
+            keys = self.edit_keys(edits, rewrite)  # (in, n)
             _, current_z = self._subject_outputs(edits, z_module)
             residual = (zs - current_z.T).double() / (len(hp.layers) - i)  # (hidden, n)
             if hp.post_mlp_norm_tmp:
                 _, mlp_out = self._subject_outputs(edits, rewrite)
                 norm = get_module(model, module_name(hp.post_mlp_norm_tmp, layer))
                 residual = through_rms_norm(norm, mlp_out, residual.T.float(), hp.post_mlp_norm_ridge).T.double()
-            cov = self.covariance(rewrite).double()
-            adjusted_keys = torch.linalg.solve(hp.mom2_update_weight * cov + keys @ keys.T, keys)  # (in, n)
-            update = residual @ adjusted_keys.T  # (out, in)
+            update = self.layer_update(rewrite, keys, residual)  # (out, in)
             module = get_module(model, rewrite)
             if not torch.isfinite(update).all():
-                raise FloatingPointError(f"MEMIT: non-finite update at {rewrite} for {edits[0].describe()}")
+                raise FloatingPointError(f"{self.name}: non-finite update at {rewrite} for {edits[0].describe()}")
             with torch.no_grad():
                 module.weight += weight_update(module, update).to(module.weight.dtype)
+        self.after_update(edits)
+
+    def edit_keys(self, edits: Sequence[Edit], rewrite: str) -> torch.Tensor:
+        """The keys of ``edits`` at ``rewrite``: its input at each subject, averaged over context templates (in, n), float64."""
+        templates = self.context_templates()
+        return torch.stack([
+            subject_io(self.loaded, [fill(t, e.relation.prompt) for t in templates], e.subject.label, rewrite)[0].mean(0)
+            for e in edits
+        ], dim=1).double()
+
+    def layer_update(self, rewrite: str, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """MEMIT: ``dW = R K^T (lambda C + K K^T)^-1`` (float64, (out, in)) for keys ``K`` (in, n) and residuals ``R`` (out, n)."""
+        cov = self.covariance(rewrite).double()
+        adjusted_keys = torch.linalg.solve(self.hparams.mom2_update_weight * cov + keys @ keys.T, keys)  # (in, n)
+        return residual @ adjusted_keys.T
+
+    def after_update(self, edits: Sequence[Edit]) -> None:
+        """Called once the batch is written (AlphaEdit remembers its keys here)."""

@@ -21,13 +21,23 @@ if TYPE_CHECKING:  # the registry is read when pytest starts: it must not import
 
 ENTRY_POINT_GROUP = "pitfalls_harness.editors"
 
-# name -> "module:Class"
+# name -> "module:Class", in the order tables and reports list them (the paper's four, then their descendants)
 SHIPPED = {
-    "rome": "editors.rome:ROME",
-    "memit": "editors.memit:MEMIT",
     "ft": "editors.ft:FT",
     "mend": "editors.mend.editor:MEND",
+    "rome": "editors.rome:ROME",
+    "r-rome": "editors.r_rome:RROME",
+    "memit": "editors.memit:MEMIT",
+    "emmet": "editors.emmet:EMMET",
+    "alphaedit": "editors.alphaedit:AlphaEdit",
 }
+
+
+def editor_order(label: str) -> tuple[int, str]:
+    """Sort key of a run's editor label (``memit``, ``memit+MLE``, a plugin's name): shipped order, MLE after its editor."""
+    base, _, variant = label.partition("+")
+    names = list(SHIPPED)
+    return (names.index(base.lower()) * 2 + bool(variant) if base.lower() in names else 2 * len(names), label.lower())
 
 
 class UnknownEditorError(ValueError):

@@ -30,7 +30,7 @@ from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.context_templates import context_templates
 from editors.representations import subject_io, weight_update
-from editors.second_moment import MOM2_DTYPES, editor_second_moment
+from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_moment
 from editors.value_optimization import ValueObjective, optimize_target
 
 
@@ -71,8 +71,7 @@ class ROME(Editor):
         self._inv_cov: dict[str, torch.Tensor] = {}  # per module, for this model only
 
     def describe(self) -> dict[str, Any]:
-        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams),
-                "stats_corpus": self.settings.stats_corpus, "stats_tokens": self.settings.stats_tokens}
+        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), **describe_stats(self.settings)}
 
     # The two cached ingredients -------------------------------------------------
 

@@ -1,19 +1,32 @@
 """Second-moment statistics ``C = E[k k^T]`` of the keys entering an MLP output projection.
 
-ROME and MEMIT whiten their key vectors with ``C^-1``. ``C`` is estimated
-over a text corpus (editors/corpus.py), once per model, module, corpus and
-token budget, and cached on disk; the forward pass stops right after the
-module, so later layers cost nothing.
+ROME, MEMIT and their descendants whiten or project their key vectors with
+``C``. It is estimated over a text corpus (editors/corpus.py) once per model,
+module, corpus and sample count, and kept on disk in one of two places:
+
+* without ``--stats-dir``: our cache (``<cache>/stats/<fingerprint>-...pt``);
+* with ``--stats-dir DIR``: the reference's layout, written by kmeng01/rome's
+  and kmeng01/memit's ``layer_stats``:
+  ``DIR/<model>/<dataset>_stats/<module>_<dtype>_mom2_<n>.npz`` with the
+  keys ``mom2.mom2`` (the sum of ``k k^T``, in ``<dtype>``) and ``mom2.count``
+  (the number of keys). Files there are read (the reference's own, or ours);
+  missing ones are computed and written there, so the two are interchangeable.
+
+The forward pass stops right after the module, so later layers cost nothing.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
-from editkit.cache import cached_tensors
+from editkit.cache import atomic_replace, cached_tensors, locked
 from editkit.models import LoadedModel
 from editkit.nethook import Trace
 from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
@@ -21,15 +34,31 @@ from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
 if TYPE_CHECKING:
     from editkit.contract import EditorSettings
 
-CHUNK_TOKENS = 128  # tokens per text sample
+CHUNK_TOKENS = 128  # tokens per piece of a paragraph corpus
+MAX_TEXT_TOKENS = 2048  # a whole text (hf: corpora) is truncated to the model's context, at most GPT-J's 2048
 MOM2_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # hparams' mom2_dtype
-BATCH = 16
+BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}  # padded tokens per forward pass: small on a CPU, what a GPU wants on one
 
 
-def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int) -> dict[str, torch.Tensor]:
-    """Accumulate ``sum k k^T`` (float64) over at most ``max_tokens`` corpus tokens."""
-    tok, model = loaded.tokenizer, loaded.model
-    chunks: list[list[int]] = []
+class StatsFileError(ValueError):
+    """A statistics file that cannot be used; the message names it."""
+
+
+# --------------------------------------------------------------------------- the samples
+
+
+def token_samples(loaded: LoadedModel, corpus: Corpus, max_tokens: int, max_samples: int) -> Iterator[list[int]]:
+    """Token-id samples: whole texts truncated to the context (hf corpora), or paragraph pieces up to ``max_tokens``."""
+    tok = loaded.tokenizer
+    if corpus.articles is not None:
+        config = loaded.model.config.get_text_config()
+        context = min(MAX_TEXT_TOKENS, int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+                                           or MAX_TEXT_TOKENS))
+        for text in corpus.articles(max_samples):
+            ids = tok(text)["input_ids"][:context]
+            if ids:
+                yield ids
+        return
     total = 0
     for paragraph in corpus.paragraphs[:max_samples]:
         ids = tok(paragraph)["input_ids"]
@@ -37,48 +66,182 @@ def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus,
             piece = ids[start : start + CHUNK_TOKENS]
             if len(piece) < MIN_CHUNK_TOKENS:
                 continue
-            chunks.append(piece)
+            yield piece
             total += len(piece)
             if total >= max_tokens:
-                break
-        if total >= max_tokens:
-            break
+                return
+
+
+def _batches(samples: Iterator[list[int]], budget: int) -> Iterator[list[list[int]]]:
+    """Group samples so that each padded batch holds about ``budget`` tokens."""
+    batch: list[list[int]] = []
+    width = 0
+    for sample in samples:
+        if batch and max(width, len(sample)) * (len(batch) + 1) > budget:
+            yield batch
+            batch, width = [], 0
+        batch.append(sample)
+        width = max(width, len(sample))
+    if batch:
+        yield batch
+
+
+def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int) -> dict[str, torch.Tensor]:
+    """Accumulate ``sum k k^T`` (float64, on the model's device) and the number of keys, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    tok, model = loaded.tokenizer, loaded.model
     moment: torch.Tensor | None = None
     count = 0
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for start in range(0, len(chunks), BATCH):
-        batch = chunks[start : start + BATCH]
-        width = max(len(c) for c in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, chunk in enumerate(batch):
-            ids[row, : len(chunk)] = torch.tensor(chunk)
-            mask[row, : len(chunk)] = 1
-        ids, mask = ids.to(loaded.device), mask.to(loaded.device)
-        with torch.no_grad(), Trace(model, module_name, retain_input=True, retain_output=False, stop=True) as trace:
-            model.base_model(input_ids=ids, attention_mask=mask)
-        keys = trace.input[mask.bool()].double()
-        moment = keys.T @ keys if moment is None else moment + keys.T @ keys
-        count += keys.shape[0]
+    budget = BATCH_TOKENS["cuda" if loaded.device.type == "cuda" else "cpu"]
+    unit = "texts" if corpus.whole_texts else "pieces"
+    bar = tqdm(total=max_samples if corpus.whole_texts else None, desc=f"second moment of {module_name} ({corpus.name})",
+               unit=unit, file=sys.stderr, mininterval=5, disable=None)
+    with bar:
+        for batch in _batches(token_samples(loaded, corpus, max_tokens, max_samples), budget):
+            width = max(len(c) for c in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, chunk in enumerate(batch):
+                ids[row, : len(chunk)] = torch.tensor(chunk)
+                mask[row, : len(chunk)] = 1
+            ids, mask = ids.to(loaded.device), mask.to(loaded.device)
+            with torch.no_grad(), Trace(model, module_name, retain_input=True, retain_output=False, stop=True) as trace:
+                model.base_model(input_ids=ids, attention_mask=mask)
+            keys = trace.input[mask.bool()].double()
+            moment = keys.T @ keys if moment is None else moment + keys.T @ keys
+            count += keys.shape[0]
+            bar.update(len(batch))
     if moment is None:
         raise CorpusError(f"--stats-corpus {corpus.name}: gave no text piece of {MIN_CHUNK_TOKENS} tokens or more to compute "
                           "statistics from; give a longer text")
     return {"sum_kkT": moment.cpu(), "count": torch.tensor(count)}
 
 
-def second_moment(
-    loaded: LoadedModel, module_name: str, corpus: Corpus, max_tokens: int, max_samples: int, dtype: torch.dtype, cache_dir: Path
-) -> torch.Tensor:
-    """``C = E[k k^T]`` (in ``dtype``, on the model's device), from the cached statistics."""
-    key = f"{loaded.fingerprint}-{module_name}-{corpus.digest}-{max_tokens}-{max_samples}"
-    stats = cached_tensors(
-        cache_dir / "stats" / f"{key}.pt",
-        lambda: collect_second_moment(loaded, module_name, corpus, max_tokens, max_samples),
-    )
-    return (stats["sum_kkT"] / stats["count"].double()).to(dtype).to(loaded.device)
+# --------------------------------------------------------------------------- the reference's file layout
+
+
+def reference_model_dirs(loaded: LoadedModel) -> list[str]:
+    """Folder names the reference would give this model (``config._name_or_path`` with ``/`` as ``_``), ours first."""
+    name = loaded.name.rstrip("/")
+    own = Path(name).name if Path(name).expanduser().exists() else name.replace("/", "_")
+    return list(dict.fromkeys([own, loaded.hparams_key]))
+
+
+def reference_stats_path(stats_dir: Path, model_dir: str, dataset: str, module_name: str, dtype_name: str, n_samples: int) -> Path:
+    """``<stats_dir>/<model>/<dataset>_stats/<module>_<dtype>_mom2_<n>.npz``, as the reference's ``layer_stats`` names it."""
+    return Path(stats_dir) / model_dir / f"{dataset}_stats" / f"{module_name}_{dtype_name}_mom2_{n_samples}.npz"
+
+
+def read_reference_stats(path: Path, size: int | None = None) -> dict[str, torch.Tensor]:
+    """``mom2.mom2`` and ``mom2.count`` of a reference-format file (read without pickle), checked."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "mom2.mom2" not in data or "mom2.count" not in data:
+                raise StatsFileError(f"{path}: has no 'mom2.mom2' and 'mom2.count' (keys: {', '.join(data.files)}); "
+                                     "expected the second-moment file of the reference's layer_stats")
+            mom2, count = np.asarray(data["mom2.mom2"]), np.asarray(data["mom2.count"])
+    except (OSError, ValueError, EOFError) as exc:
+        if isinstance(exc, StatsFileError):
+            raise
+        raise StatsFileError(f"{path}: cannot read it as a .npz statistics file ({exc}); delete it or fix --stats-dir") from None
+    if mom2.ndim != 2 or mom2.shape[0] != mom2.shape[1] or (size is not None and mom2.shape[0] != size):
+        raise StatsFileError(f"{path}: mom2.mom2 has shape {mom2.shape}, expected ({size}, {size}) for this module; "
+                             "is it another model's file?")
+    if count.size != 1 or not np.issubdtype(count.dtype, np.number) or int(count) < 1 or not np.isfinite(mom2).all():
+        raise StatsFileError(f"{path}: mom2.count must be a positive number and mom2.mom2 finite")
+    return {"sum_kkT": torch.from_numpy(mom2.astype(np.float64)), "count": torch.tensor(int(count))}
+
+
+def write_reference_stats(path: Path, stats: dict[str, torch.Tensor], dtype_name: str) -> None:
+    """Write ``stats`` in the reference's layout (``mom2.mom2`` in the hyper-parameters' dtype)."""
+    arrays = {"mom2.constructor": np.array("util.runningstats.SecondMoment()"),
+              "mom2.count": np.array(int(stats["count"])),
+              "mom2.mom2": stats["sum_kkT"].to(MOM2_DTYPES[dtype_name]).numpy()}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_replace(path, write)
+
+
+# --------------------------------------------------------------------------- where C comes from
+
+
+@dataclass(frozen=True)
+class StatsSource:
+    """Where the statistics of one module come from (a file we read or write), and whether it is the reference's."""
+
+    path: Path
+    reference_layout: bool  # a .npz in the reference's layout under --stats-dir
+    corpus: str
+
+    def beside(self, suffix: str) -> Path:
+        """A file for something derived from these statistics (AlphaEdit's projection), next to them."""
+        return self.path.with_name(f"{self.path.stem}_{suffix}.pt")
+
+
+def _in_features(loaded: LoadedModel, module_name: str) -> int | None:
+    module = dict(loaded.model.named_modules()).get(module_name)
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        return None
+    return int(weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1])
+
+
+def stats_source(loaded: LoadedModel, settings: EditorSettings, module_name: str, n_samples: int, dtype_name: str,
+                 corpus: Corpus | None = None) -> StatsSource:
+    """The file holding (or to hold) ``C`` for this module; loads the corpus only when it must."""
+    if settings.stats_dir is not None:
+        dataset = stats_dataset_name(settings.stats_corpus, corpus)
+        candidates = [reference_stats_path(settings.stats_dir, d, dataset, module_name, dtype_name, n_samples)
+                      for d in reference_model_dirs(loaded)]
+        found = next((p for p in candidates if p.is_file()), candidates[0])
+        return StatsSource(found, True, settings.stats_corpus)
+    corpus = corpus or load_corpus(settings.stats_corpus)
+    budget = "" if corpus.whole_texts else f"-{settings.stats_tokens}"
+    key = f"{loaded.fingerprint}-{module_name}-{corpus.digest}{budget}-{n_samples}"
+    return StatsSource(settings.cache_dir / "stats" / f"{key}.pt", False, settings.stats_corpus)
+
+
+def stats_dataset_name(corpus_name: str, corpus: Corpus | None = None) -> str:
+    """The ``<dataset>`` folder of the reference layout: ``wikipedia`` for the reference's corpus."""
+    from editors.corpus import REFERENCE_CORPUS
+
+    if corpus_name == REFERENCE_CORPUS:
+        return "wikipedia"
+    corpus = corpus or load_corpus(corpus_name)
+    return corpus.stats_name
+
+
+def second_moment_stats(loaded: LoadedModel, settings: EditorSettings, module_name: str, n_samples: int, dtype_name: str) -> dict[str, torch.Tensor]:
+    """``sum k k^T`` and the count for one module: read from its file, else computed (and written there)."""
+    source = stats_source(loaded, settings, module_name, n_samples, dtype_name)
+    if not source.reference_layout:
+        corpus = load_corpus(settings.stats_corpus)
+        return cached_tensors(source.path, lambda: collect_second_moment(loaded, module_name, corpus, settings.stats_tokens, n_samples))
+    with locked(source.path):
+        if source.path.is_file():
+            return read_reference_stats(source.path, _in_features(loaded, module_name))
+        stats = collect_second_moment(loaded, module_name, load_corpus(settings.stats_corpus), settings.stats_tokens, n_samples)
+        write_reference_stats(source.path, stats, dtype_name)
+        return stats
 
 
 def editor_second_moment(loaded: LoadedModel, settings: EditorSettings, module_name: str, max_samples: int, dtype_name: str) -> torch.Tensor:
-    """``C`` for an editor: its settings name the corpus and token budget, its hyper-parameters the rest."""
-    return second_moment(loaded, module_name, load_corpus(settings.stats_corpus), settings.stats_tokens, max_samples,
-                         MOM2_DTYPES[dtype_name], settings.cache_dir)
+    """``C = E[k k^T]`` for an editor, in the hyper-parameters' dtype, on the model's device."""
+    stats = second_moment_stats(loaded, settings, module_name, max_samples, dtype_name)
+    return (stats["sum_kkT"] / stats["count"].double()).to(MOM2_DTYPES[dtype_name]).to(loaded.device)
+
+
+def describe_stats(settings: EditorSettings) -> dict[str, object]:
+    """What the results say about the statistics behind an editor."""
+    from editors.corpus import HF_PREFIX
+
+    described: dict[str, object] = {"stats_corpus": settings.stats_corpus,
+                                    "stats_dir": str(settings.stats_dir) if settings.stats_dir else None}
+    if not settings.stats_corpus.startswith(HF_PREFIX):
+        described["stats_tokens"] = settings.stats_tokens
+    return described

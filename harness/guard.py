@@ -186,6 +186,7 @@ class ModelGuard:
             yield edits
         finally:
             journal.restore()
+            editor.model_restored()
             failure = self._after_case(editor, edits)
         if failure is not None:
             raise failure

@@ -2,6 +2,8 @@
 
     python -m reports.compare --editors rome ft memit memit+mle mend --limit 2 --out results/compare
 
+Without ``--editors``: every shipped editor, and the +MLE variant of each batch editor.
+
 Each editor (``NAME`` or ``NAME+mle``) runs as ``pytest suites/ --editor NAME [--mle] --record-only`` with the
 options given here (``--model``, ``--dataset-dir``, ``--limit``, ``-k``), into ``OUT/<editor>``; then
 ``OUT/report.html`` combines them. A run that fails to start is reported and the others go on.
@@ -14,20 +16,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+from editors.registry import SHIPPED, editor_class
 from reports.render import render_report
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def default_editors() -> list[str]:
+    """The findings set: every shipped editor, and the +mle variant of each one that edits batches."""
+    labels = []
+    for name in SHIPPED:
+        labels.append(name)
+        if editor_class(name).supports_batch:
+            labels.append(f"{name}+mle")
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--editors", nargs="+", default=["rome", "ft", "memit", "memit+mle", "mend"])
+    parser.add_argument("--editors", nargs="+", default=None, help="NAME or NAME+mle (default: every shipped editor, and +mle "
+                        "for each batch editor)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--dataset-dir", default=None)
     parser.add_argument("--limit", type=int, default=2)
     parser.add_argument("-k", dest="keyword", default=None)
     parser.add_argument("--out", default="results/compare")
     args = parser.parse_args(argv)
+    if args.editors is None:
+        args.editors = default_editors()
     out = Path(args.out)
     runs = []
     for spec in args.editors:

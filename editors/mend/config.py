@@ -12,12 +12,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from editkit.hparams import bounded, module_name
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.mend.network import MENDNetwork
+from editors.mend.original import load_checkpoint_file, map_original, original_tensors
 from editors.representations import out_in_shape
 
 HPARAMS_DIR = Path(__file__).parents[1] / "hparams" / "mend"
@@ -38,16 +37,16 @@ class MENDHyperParams:
     batch_size: int = bounded(1)
     train_steps: int = bounded(1)
     val_every: int = bounded(1)
-    checkpoint: str  # file name under editors/mend/checkpoints/ (shipped) or the cache's mend/ folder
+    checkpoint: str  # file name under editors/mend/checkpoints/ (shipped) or the cache's mend/ folder; or a path (ours or the original's)
 
 
 def module_names(hp: MENDHyperParams) -> list[str]:
     return [module_name(tmp, layer) for layer in hp.layers for tmp in hp.module_tmps]
 
 
-def build_network(loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
+def build_network(loaded: LoadedModel, hp: MENDHyperParams, relu_last: bool = False) -> MENDNetwork:
     shapes = {name: out_in_shape(get_module(loaded.model, name)) for name in module_names(hp)}
-    return MENDNetwork(shapes, hp.rank, hp.edit_lr, hp.n_hidden).to(loaded.device)
+    return MENDNetwork(shapes, hp.rank, hp.edit_lr, hp.n_hidden, relu_last).to(loaded.device)
 
 
 # What a trained network depends on besides the model: another value needs another network.
@@ -60,8 +59,19 @@ def network_key(hp: MENDHyperParams) -> str:
     return hashlib.sha256(values.encode()).hexdigest()[:10]
 
 
+def given_checkpoint(hp: MENDHyperParams) -> Path | None:
+    """A ``checkpoint`` that is a path (``~/mend-10tok-gpt2-xl.pt``, ``/data/net.pt``) names the one file to use."""
+    if "/" in hp.checkpoint or hp.checkpoint.startswith("~"):
+        return Path(hp.checkpoint).expanduser()
+    return None
+
+
 def checkpoint_paths(hp: MENDHyperParams, cache_dir: Path, fingerprint: str) -> list[Path]:
-    """Where a checkpoint is looked for: shipped first, then the cache (keyed by the model's weights and the hyper-parameters)."""
+    """Where a checkpoint is looked for: a given path only; else shipped first, then the cache (keyed by the model's
+    weights and the hyper-parameters)."""
+    given = given_checkpoint(hp)
+    if given is not None:
+        return [given]
     return [CHECKPOINT_DIR / hp.checkpoint, cache_dir / "mend" / f"{fingerprint}-{network_key(hp)}-{hp.checkpoint}"]
 
 
@@ -70,7 +80,16 @@ class CheckpointMismatch(ValueError):
 
 
 def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNetwork:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Our checkpoint, or an original MEND network mapped onto ours (``network.original`` says which)."""
+    state = load_checkpoint_file(path)
+    tensors = original_tensors(state, path)
+    if tensors is not None:
+        network = build_network(loaded, hp, relu_last=True)
+        edited = {f"{name}.weight" for name in module_names(hp)}
+        order = [name for name, _ in loaded.model.named_parameters() if name in edited]
+        network.load_state_dict(map_original(tensors, network.cpu(), order, path))
+        network.original = True
+        return network.to(loaded.device)
     if state.get("model_fingerprint") not in (None, loaded.fingerprint):
         print(f"note: MEND checkpoint {path} was trained on weights {state['model_fingerprint']}, "
               f"this model's are {loaded.fingerprint}", file=sys.stderr)
@@ -84,4 +103,5 @@ def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNe
                                  f"for {name}={getattr(hp, name)}: train one (python -m editors.mend.train) or change the checkpoint")
     network = build_network(loaded, hp)
     network.load_state_dict(state.get("best_network") or state["network"])  # the best validated network, else the last
+    network.original = False
     return network

@@ -21,7 +21,7 @@ from editkit.facts import Edit
 from editkit.hparams import HyperParamsError, as_dict, check_modules
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
-from editors.mend.config import HPARAMS_DIR, MENDHyperParams, checkpoint_paths, load_network, module_names
+from editors.mend.config import HPARAMS_DIR, MENDHyperParams, checkpoint_paths, given_checkpoint, load_network, module_names
 from editors.mend.gradients import edit_batch, gradient_factors
 from editors.mend.network import MENDNetwork
 from editors.representations import weight_update
@@ -53,13 +53,17 @@ class MEND(Editor):
             if path.is_file():
                 self.checkpoint = path
                 return load_network(path, self.loaded, self.hparams)
+        if given_checkpoint(self.hparams) is not None:
+            raise HyperParamsError(f"{self.hparams_path}: checkpoint {self.hparams.checkpoint}: no such file (give the path of "
+                                   "a MEND network: ours, or the original's mend-10tok-*.pt)")
         from editors.mend.train import train_on_first_use
 
         self.checkpoint = train_on_first_use(self.loaded, self.hparams, self.settings)
         return load_network(self.checkpoint, self.loaded, self.hparams)
 
     def describe(self) -> dict[str, Any]:
-        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), "checkpoint": str(self.checkpoint)}
+        return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), "checkpoint": str(self.checkpoint),
+                "original_network": bool(getattr(self.network, "original", False))}
 
     def declared_parameters(self) -> list[str]:
         return [f"{name}.weight" for name in module_names(self.hparams)]

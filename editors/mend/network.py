@@ -10,7 +10,10 @@ As in the original: one network per weight shape, shared by the layers of
 that shape, each layer with its own scale and shift (``n_modes``); inputs
 normalised by running means and deviations gathered while training; low-rank
 residual layers initialised to the identity, so an untrained network makes
-one plain gradient step.
+one plain gradient step. The original applies its ReLU in every layer, the
+last included (``nn.LRLinear``); ours only in the hidden ones unless
+``relu_last`` is set, which networks mapped from the original's set
+(editors/mend/original.py).
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ class LowRankResidual(nn.Module):
 class GradientTransform(nn.Module):
     """Normalise ``(u, delta)``, transform them jointly, split them again."""
 
-    def __init__(self, in_dim: int, out_dim: int, rank: int, n_modes: int, n_hidden: int = 1) -> None:
+    def __init__(self, in_dim: int, out_dim: int, rank: int, n_modes: int, n_hidden: int = 1, relu_last: bool = False) -> None:
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         dim = in_dim + out_dim
-        self.layers = nn.ModuleList([LowRankResidual(dim, rank, n_modes, relu=i < n_hidden) for i in range(n_hidden + 1)])
+        self.layers = nn.ModuleList([LowRankResidual(dim, min(rank, dim), n_modes, relu=i < n_hidden or relu_last)
+                                     for i in range(n_hidden + 1)])
         for name, size in (("u", in_dim), ("d", out_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(size))
             self.register_buffer(f"{name}_m2", torch.zeros(size))  # sum of squared deviations (Welford)
@@ -78,8 +82,10 @@ class GradientTransform(nn.Module):
 class MENDNetwork(nn.Module):
     """The transforms for a list of edited weights (``(out, in)`` shapes) and their learned steps."""
 
-    def __init__(self, shapes: dict[str, tuple[int, int]], rank: int, edit_lr: float, n_hidden: int = 1) -> None:
+    def __init__(self, shapes: dict[str, tuple[int, int]], rank: int, edit_lr: float, n_hidden: int = 1,
+                 relu_last: bool = False) -> None:
         super().__init__()
+        self.relu_last = relu_last
         self.param_names = list(shapes)
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         by_shape: dict[tuple[int, int], list[str]] = {}
@@ -87,7 +93,7 @@ class MENDNetwork(nn.Module):
             by_shape.setdefault(shape, []).append(name)
         self.mode_of = {name: names.index(name) for names in by_shape.values() for name in names}
         self.transforms = nn.ModuleDict({
-            self.shape_key(shape): GradientTransform(shape[1], shape[0], rank, len(names), n_hidden)
+            self.shape_key(shape): GradientTransform(shape[1], shape[0], rank, len(names), n_hidden, relu_last)
             for shape, names in by_shape.items()
         })
         self.edit_lrs = nn.Parameter(torch.full((len(self.param_names),), float(edit_lr)))

@@ -60,13 +60,15 @@ def loaded_model(run_options: RunOptions):
 def editor(loaded_model, model_guard, run_options: RunOptions):
     """The editor, built after the guard took the model's baseline: building it must leave the model as it was."""
     from editkit.contract import EditorSettings
-    from editkit.hparams import HyperParamsError
+    from editkit.hparams import HyperParamsError, parse_hparams_set
     from editors.corpus import CorpusError
     from editors.registry import UnknownEditorError, make_editor
 
     settings = EditorSettings(
         cache_dir=run_options.cache_path, stats_corpus=run_options.stats_corpus, stats_tokens=run_options.stats_tokens,
         seed=run_options.seed, hparams_file=Path(run_options.hparams) if run_options.hparams else None,
+        stats_dir=Path(run_options.stats_dir).expanduser() if run_options.stats_dir else None,
+        hparams_values=tuple(parse_hparams_set(list(run_options.hparams_set)).items()),
     )
     try:
         built = make_editor(run_options.editor, loaded_model, settings)

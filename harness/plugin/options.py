@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.datasets import Dataset, DatasetError, load_dataset
+from editors.corpus import GENSIM_WIKI, REFERENCE_CORPUS
 
 DEFAULT_EDITOR = "rome"
 
@@ -34,6 +35,8 @@ class RunOptions:
     stats_corpus: str
     stats_tokens: int
     cache_dir: str | None
+    stats_dir: str | None = None  # statistics in the reference's .npz layout
+    hparams_set: tuple[str, ...] = ()  # KEY=VALUE replacing single hyper-parameters
     shard: str | None = None  # "K/N": run the K-th of N deterministic parts of the cases
 
     @classmethod
@@ -43,8 +46,9 @@ class RunOptions:
             editor=get("--editor"), model=get("--model"), dataset_dir=get("--dataset-dir"), limit=get("--limit"),
             results_dir=get("--results-dir"), run_name=get("--run-name"), device=get("--device"), dtype=get("--dtype"),
             seed=get("--seed"), record_only=get("--record-only"), mle=get("--mle"), hparams=get("--hparams"),
-            stats_corpus=get("--stats-corpus"), stats_tokens=get("--stats-tokens"), cache_dir=get("--cache-dir"),
-            shard=get("--shard"),
+            stats_corpus=get("--stats-corpus") or (REFERENCE_CORPUS if get("--stats-dir") else GENSIM_WIKI),
+            stats_tokens=get("--stats-tokens"), cache_dir=get("--cache-dir"), shard=get("--shard"), stats_dir=get("--stats-dir"),
+            hparams_set=tuple(get("--hparams-set") or ()),
         )
 
     @property
@@ -86,8 +90,14 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--record-only", action="store_true", help="record metrics without failing items on a pitfall")
     group.addoption("--mle", action="store_true", help="Multi-Label Edit in the second round-edit step (batch editors)")
     group.addoption("--hparams", default=None, help="hyper-parameter JSON file overriding the per-model one")
-    group.addoption("--stats-corpus", default="gensim-wiki",
-                    help="text behind the second-moment statistics: gensim-wiki or a .txt/.jsonl file")
+    group.addoption("--hparams-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="replace one hyper-parameter of the editor's file (repeatable), e.g. checkpoint=~/mend-10tok-gpt2-xl.pt")
+    group.addoption("--stats-corpus", default=None,
+                    help="text behind the second-moment statistics: gensim-wiki (default), a .txt/.jsonl file, or a Hugging Face "
+                         f"dataset hf:NAME[:CONFIG] / hf:FOLDER (the reference's: {REFERENCE_CORPUS}; default with --stats-dir)")
+    group.addoption("--stats-dir", default=None,
+                    help="folder of statistics in the reference's layout (<model>/wikipedia_stats/<module>_<dtype>_mom2_<n>.npz): "
+                         "read when there, computed and written there when not")
     group.addoption("--stats-tokens", type=int, default=100_000, help="corpus tokens for the statistics (default: 100000)")
     group.addoption("--cache-dir", default=None, help="cache folder (default: $PITFALLS_CACHE_DIR or ~/.cache/pitfalls-harness)")
     group.addoption("--shard", default=None, metavar="K/N",
@@ -123,6 +133,12 @@ def check_options(options: RunOptions) -> None:
         raise pytest.UsageError(f"--dtype {options.dtype!r}: expected one of {', '.join(DTYPES)}")
     if options.stats_tokens < 1:
         raise pytest.UsageError(f"--stats-tokens {options.stats_tokens}: must be at least 1 (default: 100000)")
+    from editkit.hparams import HyperParamsError, parse_hparams_set
+
+    try:
+        parse_hparams_set(list(options.hparams_set))
+    except HyperParamsError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if options.hparams is not None and not Path(options.hparams).expanduser().is_file():
         raise pytest.UsageError(f"--hparams {options.hparams}: no such file (a JSON file of the editor's hyper-parameters)")
     if options.run_name is not None and (not options.run_name.strip() or Path(options.run_name).name != options.run_name
@@ -135,7 +151,9 @@ def check_options(options: RunOptions) -> None:
         raise pytest.UsageError(f"--results-dir {options.results_dir}: is a file, not a folder; choose a folder")
     if existing is not None and not os.access(existing, os.W_OK):
         raise pytest.UsageError(f"--results-dir {options.results_dir}: cannot write in {existing}; choose a writable folder")
-    if options.stats_corpus != "gensim-wiki":
+    if options.stats_dir is not None and Path(options.stats_dir).expanduser().exists() and not Path(options.stats_dir).expanduser().is_dir():
+        raise pytest.UsageError(f"--stats-dir {options.stats_dir}: is a file; give the folder that holds <model>/<dataset>_stats/")
+    if options.stats_corpus != GENSIM_WIKI:
         _check_corpus(options.stats_corpus)
     from editkit.presets import looks_like_path
 
@@ -145,13 +163,15 @@ def check_options(options: RunOptions) -> None:
 
 
 def _check_corpus(name: str) -> None:
-    from editors.corpus import MIN_CHUNK_TOKENS, CorpusError, load_corpus
+    from editors.corpus import HF_PREFIX, MIN_CHUNK_TOKENS, CorpusError, load_corpus
 
+    if name.startswith(HF_PREFIX) and not Path(name[len(HF_PREFIX):].partition(":")[0]).expanduser().is_dir():
+        return  # a hub dataset is opened when statistics are computed (it may be in the local cache, or not needed)
     try:
         corpus = load_corpus(name)
     except CorpusError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if not any(len(p.split()) >= MIN_CHUNK_TOKENS for p in corpus.paragraphs):
+    if not corpus.whole_texts and not any(len(p.split()) >= MIN_CHUNK_TOKENS for p in corpus.paragraphs):
         raise pytest.UsageError(f"--stats-corpus {name}: too short: no paragraph has {MIN_CHUNK_TOKENS} words or more; "
                                 "give a longer text")
 
