@@ -1,9 +1,10 @@
-"""The paper's published numbers (docs/paper-results.md), to show beside ours for GPT-2 XL and GPT-J runs."""
+"""The paper's published numbers (docs/paper-results.md), to show beside ours for runs in the paper's setting."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.published import PAPER_MODELS
 from benchmark.splits import NOT_IN_PAPER, SPLITS
 
 
@@ -38,8 +39,6 @@ GPT-J   ROME      99.66 6.91 67.35 65.56 99.80 13.95 78.98 77.60
 GPT-J   MEMIT     99.52 6.44 56.91 53.52 99.72 13.50 72.03 70.44
 GPT-J   MEMIT+MLE 93.96 2.11  2.48  0.80 80.34  2.72  3.84  1.12
 """
-# Checkpoint names (the last path part, lower case) of the two published models.
-PUBLISHED_MODELS = {"gpt2-xl": "GPT2-XL", "gpt-j-6b": "GPT-J"}
 
 
 def _parse(text: str, columns: tuple[str, ...]) -> dict[tuple[str, str], dict[str, float]]:
@@ -57,5 +56,5 @@ for key, values in _parse(_ROUND, ROUND_COLUMNS).items():
 
 def published_row(model: str, editor: str) -> dict[str, float]:
     """The paper's values for this model and editor (``memit+MLE`` -> ``MEMIT+MLE``), or none."""
-    paper_model = PUBLISHED_MODELS.get(Path(model.rstrip("/")).name.lower())
+    paper_model = PAPER_MODELS.get(Path(model.rstrip("/")).name.lower())
     return PUBLISHED.get((paper_model, editor.upper()), {}) if paper_model else {}

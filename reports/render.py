@@ -43,6 +43,7 @@ class TableRow:
     run_id: str
     label: str
     cells: list[Cell]
+    setting_note: str = ""  # "not the paper's setting: ..." (empty for a run in the paper's setting)
 
 
 @dataclass
@@ -117,9 +118,9 @@ def _tables(runs: list[tuple[str, Run]]) -> list[Table]:
             continue
         rows = []
         for run_id, run in runs:
-            paper = published_row(run.model, run.editor)
+            paper = published_row(run.model, run.editor) if run.paper_setting else {}
             cells = [_cell(run.splits.get(split), metric, paper.get(name)) for name, split, metric in present]
-            rows.append(TableRow(run_id, run.label, cells))
+            rows.append(TableRow(run_id, run.label, cells, run.paper_setting_note))
         for j, (_, _, metric) in enumerate(present):
             values = [r.cells[j].value for r in rows if r.cells[j].value is not None]
             if len(set(values)) > 1:  # a column where every run ties marks nothing

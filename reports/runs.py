@@ -47,6 +47,18 @@ class Run:
         return str(self.config.get("editor", "?"))
 
     @property
+    def paper_setting(self) -> bool:
+        return self.config.get("paper_setting") is True
+
+    @property
+    def paper_setting_note(self) -> str:
+        """Empty for a run in the paper's setting; else what differs."""
+        if self.paper_setting:
+            return ""
+        differs = self.config.get("paper_setting_differs")
+        return "not the paper's setting: " + ("; ".join(map(str, differs)) if differs else "not recorded (an older run)")
+
+    @property
     def label(self) -> str:
         return f"{self.editor} · {self.folder.name}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,8 @@ def test_the_new_editors_run_in_the_suites_and_the_report(published, cache_dir, 
         assert proc.returncode == 0, proc.stdout[-3000:]
         lines = records(tmp_path / editor_name / "cases.jsonl")
         assert [r["status"] for r in lines] == ["ok", "ok"], lines
+        config = json.loads((tmp_path / editor_name / "run.json").read_text())
+        assert config["paper_setting"] is False and any("model tiny-llama" in d for d in config["paper_setting_differs"])
     from reports.render import render_report
 
     out = render_report([tmp_path / "r-rome", tmp_path / "alphaedit", tmp_path / "emmet"], tmp_path / "report.html")

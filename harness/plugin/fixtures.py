@@ -86,13 +86,17 @@ def editor(loaded_model, model_guard, run_options: RunOptions):
 @pytest.fixture(scope="session")
 def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: RunOptions) -> dict[str, Any]:
     """The whole configuration of the run, written once to ``run.json`` (the same in every worker)."""
+    from harness.paper_setting import paper_setting_differences
     from harness.records import git_commit, versions
 
+    dataset_root = pytestconfig.stash[STATE].dataset_root
+    differs = paper_setting_differences(loaded_model.hparams_key, run_options.dataset_dir and dataset_root, editor, run_options.mle)
     return {
         "model": run_options.model, "model_family": loaded_model.family, "model_fingerprint": loaded_model.fingerprint,
         "dtype": run_options.dtype, "editor": f"{editor.name}+MLE" if run_options.mle else editor.name, "editor_class": f"{type(editor).__module__}:{type(editor).__qualname__}",
         **editor.describe(),
         "seed": run_options.seed, "mle": run_options.mle, "dataset_dir": pytestconfig.stash[STATE].dataset_root, "limit": run_options.limit,
+        "paper_setting": not differs, "paper_setting_differs": differs,
         "versions": versions(), "git_commit": git_commit(),
     }
 
