@@ -52,6 +52,12 @@ class CaseRecord:
     notes: list[str] = field(default_factory=list)
     device: str = ""
     worker: str = ""  # the xdist worker id, or "" without xdist
+    # Sequential mode (--sequential): which chain, how many edits it had applied before this case, which segment of it.
+    chain: str = ""
+    chain_position: int | None = None
+    chain_segment: int | None = None
+    original_metrics: dict[str, float] = field(default_factory=dict)  # RoundEdit against the truly original model
+    retention: dict[str, float] = field(default_factory=dict)  # measured after this case: earlier edits that still hold
 
     @property
     def ok(self) -> bool:
@@ -146,7 +152,7 @@ def summarize(records: list[CaseRecord]) -> dict[str, Any]:
             "n": len(rows),
             "errors": sum(1 for r in records if r.split == split and not r.ok),
             "pitfalls": sum(1 for r in scored if r.split == split and r.pitfall),
-            "metrics": {name: M.aggregate(name, rows[name].tolist()) for name in SPLITS[split].metrics},
+            "metrics": {name: M.aggregate(name, rows[name].dropna().tolist()) for name in SPLITS[split].metrics if name in rows},
         }
     return summary
 

@@ -20,6 +20,7 @@ from benchmark.splits import SPLITS
 from editkit.contract import Editor
 from editkit.facts import Edit, Fact, Relation, fill
 from editkit.scoring import Scorer
+from harness.chain import Chain
 from harness.guard import CaseEdits, ModelGuard
 from harness.records import CaseRecord
 
@@ -51,8 +52,12 @@ class CaseRunner:
     """Edits and scores cases on one model with one editor."""
 
     def __init__(self, editor: Editor, scorer: Scorer, dataset: Dataset | Callable[[], Dataset] | None = None, seed: int = 0,
-                 mle: bool = False, guard: ModelGuard | None = None) -> None:
-        """``dataset`` gives the paraphrases of the cases' relations (a callable is called on first need)."""
+                 mle: bool = False, guard: ModelGuard | None = None, retention_every: int = 10, retention_sample: int = 20) -> None:
+        """``dataset`` gives the paraphrases of the cases' relations (a callable is called on first need).
+
+        Sequential mode: set ``chain`` (a :class:`harness.chain.Chain` on the same guard); cases then edit the
+        chain's model without undo, and every ``retention_every`` edits a record also carries the retention of
+        ``retention_sample`` earlier edits."""
         if mle and not editor.supports_batch:
             raise ValueError(f"--mle edits all true objects in one batch; editor {editor.name!r} cannot edit a batch")
         self.editor, self.scorer, self.seed, self.mle = editor, scorer, seed, mle
@@ -63,10 +68,17 @@ class CaseRunner:
         self._edit_seconds = 0.0
         self._eval_seconds = 0.0
         self._applied: list[str] = []
+        self.chain: Chain | None = None
+        self.retention_every, self.retention_sample = retention_every, retention_sample
+        self._original_m0: dict[str, list[float]] = {}  # round case id -> its M0 scores on the original model (sequential)
+
+    def _edits(self):
+        """Where a case's edits go: the guard's per-case undo, or the chain (sequential mode)."""
+        return self.chain.case() if self.chain is not None else self.guard.case(self.editor)
 
     # Timed building blocks -------------------------------------------------------
 
-    def _apply(self, case_edits: CaseEdits, edits: Sequence[Edit], seed: int) -> None:
+    def _apply(self, case_edits: CaseEdits | Chain, edits: Sequence[Edit], seed: int) -> None:
         before = case_edits.seconds
         try:
             case_edits.apply(edits, seed)
@@ -116,6 +128,9 @@ class CaseRunner:
         self._applied = []
         self.check_fits(case)
         seed = case_seed(self.seed, case.case_id)
+        position = self.chain.edits_applied if self.chain is not None else None
+        if self.chain is not None and self.chain.restart_every and self.chain.cases_run >= self.chain.restart_every:
+            position = 0  # this case starts a new segment on the original model
         if isinstance(case, ConflictCase):
             scores, values, notes = self._run_conflict(case, seed)
         else:
@@ -126,12 +141,48 @@ class CaseRunner:
         split = SPLITS[case.split]
         pitfall = split.shows_pitfall(values)
         message = describe_pitfall(case.split, values, scores) if pitfall else ""
-        return CaseRecord(
+        record = CaseRecord(
             case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case.group, seed=seed,
             scores=scores, metrics=values, pitfall=pitfall, pitfall_message=message,
             seconds_edit=round(self._edit_seconds, 3), seconds_eval=round(self._eval_seconds, 3),
             edits=self._applied, notes=notes, device=str(self.editor.loaded.device),
         )
+        if self.chain is not None:
+            self._chain_fields(record, case, position)
+        return record
+
+    # Sequential mode -----------------------------------------------------------------------
+
+    def score_originals(self, cases: Sequence[Case]) -> None:
+        """On the original model, before a chain's first edit: each round case's M0 scores, for its original-model reading."""
+        for case in cases:
+            if isinstance(case, RoundCase) and case.case_id not in self._original_m0:
+                self._paraphrases = self.dataset.prompts_for(case) if case.source and self.dataset is not None else {}
+                edit = case.edit
+                objects = [edit.object.label, *(e.label for e in case.other_objects), edit.new_object.label]
+                self._original_m0[case.case_id] = self._score(case, edit.subject.label, edit.relation, objects)
+
+    def _chain_fields(self, record: CaseRecord, case: Case, position: int | None) -> None:
+        chain = self.chain
+        record.chain, record.chain_position, record.chain_segment = chain.chain_id, position, chain.segment
+        if isinstance(case, RoundCase) and case.case_id in self._original_m0:
+            k = 1 + len(case.other_objects)
+            m0, m2 = self._original_m0[case.case_id], record.scores["m2_true"] + [record.scores["m2_new"]]
+            ir = M.ignore_rate(m0[1:k], m2[1:k])
+            record.original_metrics = {"IR": ir, "FR": M.failure_rate(ir), "D": M.distortion(m0[:k], m2[:k])}
+            record.scores["m0_original_true"] = m0[:k]
+        before, after = position or 0, chain.edits_applied
+        if self.retention_every and before // self.retention_every != after // self.retention_every:
+            case_edits = list(case.edits) if isinstance(case, ConflictCase) else [case.edit]
+            start = time.perf_counter()
+            retention = chain.retention(self._still_holds, self.retention_sample, exclude=case_edits)
+            self._eval_seconds += time.perf_counter() - start
+            if retention.sample:
+                record.retention = retention.to_dict()
+
+    def _still_holds(self, edit: Edit) -> bool:
+        new, old = self.scorer.fact_scores([edit.prompt], [edit.new_object.label, edit.object.label])
+        return new > old
 
     def _run_conflict(self, case: ConflictCase, seed: int) -> tuple[dict, dict, list[str]]:
         e1, e2 = case.edits
@@ -139,7 +190,7 @@ class CaseRunner:
         tied = case.triples[case.prerequisites[0]] if case.split == "composite" else None
         if tied is not None:
             (s["m0_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label])
-        with self.guard.case(self.editor) as journal:
+        with self._edits() as journal:
             self._apply(journal, [e1], seed)
             (s["m1_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
             self._apply(journal, [e2], seed + 1)
@@ -157,7 +208,10 @@ class CaseRunner:
             "CS_exp": M.conflict_score(s["m2_e2_new"], s["m2_e1_new"]),
             "CM": M.conflict_magnitude(s["m1_e1_new"], s["m2_e1_new"]),
         }
-        if case.split == "coverage":
+        notes = []
+        if case.split == "coverage" and self.chain is not None:
+            notes.append("sequential: Succ (e2 alone on the model before the case) is not measured on a chain")
+        elif case.split == "coverage":
             with self.guard.case(self.editor) as journal:  # "Single": e2 alone on the original model
                 self._apply(journal, [e2], seed + 2)
                 s["single_e2_new"], s["single_e1_new"] = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
@@ -166,7 +220,6 @@ class CaseRunner:
             values["CS_imp"] = M.conflict_score(s["m2_query"], s["m2_e1_new"])
         if tied is not None:
             values["TFD"] = M.tied_fact_damage(s["m0_tied"], s["m2_tied"])
-        notes = []
         if e1.object.label == e1.new_object.label:
             notes.append("edit 1 has new_object == object (a published-data quirk)")
         return s, values, notes
@@ -177,7 +230,7 @@ class CaseRunner:
         true_labels = [edit.object.label] + [e.label for e in case.other_objects]
         objects = true_labels + [edit.new_object.label]
         m0 = self._score(case, subject, relation, objects)
-        with self.guard.case(self.editor) as journal:
+        with self._edits() as journal:
             self._apply(journal, [edit], seed)
             m1_new, m1_old = self._score(case, subject, relation, [edit.new_object.label, edit.object.label])
             back_objects = case.true_objects if self.mle else (edit.object,)

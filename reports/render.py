@@ -20,7 +20,8 @@ from benchmark.metrics import HIGHER_IS_BETTER
 from benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
 from editors.registry import editor_order
 from harness.records import CaseRecord
-from reports.charts import Series, bar_chart, strip_plot
+from reports.charts import Line, Series, bar_chart, line_chart, strip_plot
+from reports.lifelong import lifelong_curves
 from reports.published import published_row
 from reports.runs import Run, load_run
 from reports.tables import PAPER_LAYOUT
@@ -201,6 +202,10 @@ def _charts(runs: list[tuple[str, Run]]) -> list[tuple[str, Any]]:
             per_group.append(Series(run.label, values))
         names = [f"{split} · {group}" for split, group in groups]
         charts.append(("Pitfall rate per rule or relation (%)", bar_chart("Pitfall rate per rule or relation", names, per_group)))
+    for title, curves in lifelong_curves([run for _, run in runs]):
+        lines = [Line(c.label, [(p.x, p.value, p.low, p.high) for p in c.points], c.reference) for c in curves]
+        charts.append((f"Lifelong: {title} against the edits already applied (binned, 95% band; dashed: the fresh model)",
+                       line_chart(title, "edits applied", lines)))
     return charts
 
 

@@ -105,3 +105,19 @@ class ChangesWhileBuilt(_Nudges):
         super().__init__(loaded, settings)
         with torch.no_grad():
             loaded.model.get_parameter("model.norm.weight").add_(1.0)
+
+
+class FailsThirdEdit(_Nudges):
+    """A real edit every time, except the third call: it writes its weight, then raises (a chain must roll it back)."""
+
+    name = "fails-third-edit"
+
+    def __init__(self, loaded, settings):
+        super().__init__(loaded, settings)
+        self.calls = 0
+
+    def apply(self, edits):
+        self.calls += 1
+        super().apply(edits)
+        if self.calls == 3:
+            raise FloatingPointError("injected failure on the third edit")

@@ -116,3 +116,58 @@ def test_compare_runs_each_editor_then_renders_one_report(cache_dir, tmp_path):
     html = (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
     assert "ft · ft" in html and "mend+MLE · mend-mle" in html
     assert f"report: {(tmp_path / 'cmp' / 'report.html').resolve()}" in proc.stdout
+
+
+def lifelong_runs(tmp_path: Path) -> list[Path]:
+    """A sequential run whose round-trip pitfalls grow along the chain, and the same editor's fresh-model run."""
+    def config(sequential):
+        return {"model": "tiny-llama", "editor": "rome", "seed": 0, "sequential": sequential, "paper_setting": False,
+                "paper_setting_differs": ["model tiny-llama"]}
+    chain = []
+    for i in range(60):  # position 2i: pitfalls appear after edit 60
+        split = ("easy", "hard", "reverse")[i % 3]
+        pitfall = i >= 30
+        metrics = ({"Succ": 1.0, "D": 0.01 * i, "IR": 0.02 * i, "FR": int(pitfall), "JS": 0.1} if split != "reverse"
+                   else {"Succ": 1, "CS_exp": 1, "CS_imp": int(not pitfall), "CM": 0.5})
+        record = case_record(split, i, pitfall, metrics, config(0))
+        record.update(chain="chain-1-of-1", chain_position=2 * i, chain_segment=0)
+        if i % 5 == 4:
+            record["retention"] = {"after_edits": 2 * i + 2, "sample": 10, "held": max(0, 10 - i // 6), "rate": 0.5}
+        chain.append(record)
+    fresh = [case_record(s, i, False, {"Succ": 1.0, "D": 0.02, "IR": 0.1, "FR": 0, "JS": 0.1}, config(None)) for i in range(4)
+             for s in ("easy",)]
+    return [write_run(tmp_path / "chain", "rome", chain, {"easy": 20, "hard": 20, "reverse": 20}, finished=True),
+            write_run(tmp_path / "fresh", "rome", fresh, {"easy": 4}, finished=True)]
+
+
+def test_lifelong_bins_and_the_first_and_last_bin_of_each_split(tmp_path):
+    from reports.lifelong import bin_width, first_and_last_bins, lifelong_curves
+
+    assert [bin_width(n) for n in (5, 59, 118, 999)] == [1, 10, 20, 200]
+    chain, fresh = lifelong_runs(tmp_path)
+    bins = first_and_last_bins(load_run(chain).records)
+    first, last = bins["easy"]
+    assert first.value == 0 and last.value == 100 and first.low_edge == 0 and last.high_edge >= 118
+    curves = dict(lifelong_curves([load_run(chain), load_run(fresh)]))
+    (ir,) = curves["IR (%)"]
+    assert ir.reference == pytest.approx(10.0)  # the fresh run's IR, in %
+    width = bin_width(120)  # positions reach 118, retention is measured up to 120 edits
+    first_bin = [0.02 * i for i in range(60) if i % 3 != 2 and 2 * i < width]
+    assert ir.points[0].value == pytest.approx(100 * sum(first_bin) / len(first_bin))
+    assert [p.value for p in ir.points] == sorted(p.value for p in ir.points)  # IR grows along the chain
+    (retention,) = curves["Retention of earlier edits (%)"]
+    assert retention.points[0].value > retention.points[-1].value and retention.reference is None
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_lifelong_curves_render_in_chromium(tmp_path):
+    runs = lifelong_runs(tmp_path)
+    out = render_report(runs, tmp_path / "lifelong.html")
+    shot = tmp_path / "lifelong.png"  # kept in the test's folder to look at
+    page = chromium([f"--screenshot={shot}", out.as_uri()], tmp_path)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    dom = chromium(["--dump-dom", out.as_uri()], tmp_path).stdout
+    assert not [ln for ln in page.stderr.splitlines() if ":CONSOLE" in ln]
+    for title in ("Pitfall rate, RoundEdit", "CS_imp", "IR (%)", "D (%)", "Retention of earlier edits"):
+        assert f"Lifelong: {title}" in dom
+    assert dom.count('class="s0 band"') >= 5 and 'class="s0 reference"' in dom  # 95% bands and the fresh-model line

@@ -35,6 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
     options = RunOptions.from_config(config)
     check_options(options)
     config.stash[STATE] = PluginState(options)
+    if options.sequential is not None:  # each chain runs on one worker, in order: xdist's loadgroup distribution
+        if is_worker(config):
+            config.option.loadgroup = True
+        elif getattr(config.option, "numprocesses", None):
+            config.option.dist = "loadgroup"
     if not is_worker(config):
         if options.dataset_dir:
             dataset_of(config)  # a broken dataset is one usage error line, before any collection

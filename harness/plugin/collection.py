@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import pytest
 
@@ -21,6 +22,7 @@ MARKERS = {
     **{name: split.description for name, split in SPLITS.items()},
     "slow": "end-to-end runs on a real pretrained model (minutes on CPU)",
     "pitfalls_case": "set by the plugin: the identity of the case an item runs",
+    "pitfalls_chain": "set by the plugin in sequential mode: the chain an item's case joins",
     "precheck": "the conflict pre-check on every case of the dataset (no model; collected only when -m names it)",
 }
 
@@ -55,6 +57,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pytest.mark.precheck, getattr(pytest.mark, case.benchmark), getattr(pytest.mark, case.split)]) for case in cases])
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks set here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if "precheck" not in (config.getoption("markexpr", "") or ""):  # the pre-check items run only when asked for
         skipped = [item for item in items if item.get_closest_marker("precheck")]
@@ -62,6 +65,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=skipped)
             items[:] = [item for item in items if not item.get_closest_marker("precheck")]
     _keep_shard(config, items)
+    if STATE in config.stash and config.stash[STATE].options.sequential is not None:
+        _into_chains(config, items)
     for item in items:
         marker = item.get_closest_marker("pitfalls_case")
         if marker is not None:
@@ -83,6 +88,35 @@ def _keep_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
         config.hook.pytest_deselected(items=others)
         dropped = {id(item) for item in others}
         items[:] = [item for item in items if id(item) not in dropped]
+
+
+def chain_count(config: pytest.Config) -> int:
+    """One chain per worker (``-n N``), one without xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    return int(workerinput["workercount"]) if workerinput else 1
+
+
+def _into_chains(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Sequential mode: the cases in an order shuffled with the run's seed, dealt round-robin into one chain per worker.
+
+    The order and the chains depend only on the selected cases, the seed and the number of workers, never on timing:
+    xdist's ``loadgroup`` distribution sends each chain to one worker, in this order.
+    """
+    cases = [item for item in items if item.get_closest_marker("pitfalls_case")]
+    others = [item for item in items if not item.get_closest_marker("pitfalls_case")]
+    cases.sort(key=lambda item: item.get_closest_marker("pitfalls_case").args[0]["case_id"])
+    random.Random(config.stash[STATE].options.seed).shuffle(cases)
+    count = chain_count(config)
+    for position, item in enumerate(cases):
+        chain = f"chain-{position % count + 1}-of-{count}"
+        item.add_marker(pytest.mark.pitfalls_chain(chain))
+        item.add_marker(pytest.mark.xdist_group(chain))
+    items[:] = cases + others
+
+
+def chain_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("pitfalls_chain")
+    return marker.args[0] if marker else None
 
 
 def case_identity(report: pytest.TestReport) -> dict | None:

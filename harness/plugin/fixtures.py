@@ -91,12 +91,16 @@ def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: R
 
     dataset_root = pytestconfig.stash[STATE].dataset_root
     differs = paper_setting_differences(loaded_model.hparams_key, run_options.dataset_dir and dataset_root, editor, run_options.mle)
+    if run_options.sequential is not None:
+        differs.append("sequential (lifelong) mode: the paper edits each case on the original model")
     return {
         "model": run_options.model, "model_family": loaded_model.family, "model_fingerprint": loaded_model.fingerprint,
         "dtype": run_options.dtype, "editor": f"{editor.name}+MLE" if run_options.mle else editor.name, "editor_class": f"{type(editor).__module__}:{type(editor).__qualname__}",
         **editor.describe(),
         "seed": run_options.seed, "mle": run_options.mle, "dataset_dir": pytestconfig.stash[STATE].dataset_root, "limit": run_options.limit,
         "paper_setting": not differs, "paper_setting_differs": differs,
+        "sequential": run_options.sequential, "retention_every": run_options.retention_every,
+        "retention_sample": run_options.retention_sample,
         "versions": versions(), "git_commit": git_commit(),
     }
 
@@ -116,11 +120,37 @@ def case_runner(pytestconfig: pytest.Config, editor, loaded_model, model_guard, 
     from harness.runner import CaseRunner
 
     try:
-        return CaseRunner(editor, Scorer(loaded_model.model, loaded_model.tokenizer), lambda: dataset_of(pytestconfig),
-                          seed=run_options.seed, mle=run_options.mle, guard=model_guard)
+        runner = CaseRunner(editor, Scorer(loaded_model.model, loaded_model.tokenizer), lambda: dataset_of(pytestconfig),
+                            seed=run_options.seed, mle=run_options.mle, guard=model_guard,
+                            retention_every=run_options.retention_every, retention_sample=run_options.retention_sample)
     except ValueError as exc:
-        message = str(exc)
-    pytest.fail(message, pytrace=False)
+        pytest.fail(str(exc), pytrace=False)
+    yield runner
+    if runner.chain is not None:  # the last chain of this worker: back to the original model
+        problem = runner.chain.restore()
+        if problem:
+            import warnings
+
+            warnings.warn(f"sequential mode: {problem}", stacklevel=1)
+
+
+def _join_chain(request: pytest.FixtureRequest, case_runner, run_options: RunOptions) -> None:
+    """Sequential mode: put the runner on this item's chain (restoring the model when a new chain starts)."""
+    from harness.chain import Chain
+    from harness.plugin.collection import CASE_ARGUMENTS, chain_of
+
+    chain_id = chain_of(request.node) or "chain-1-of-1"
+    if case_runner.chain is not None and case_runner.chain.chain_id == chain_id:
+        return
+    if case_runner.chain is not None:
+        case_runner.chain.restore()
+    case_runner.chain = Chain(case_runner.guard, case_runner.editor, chain_id, restart_every=run_options.sequential or None)
+    cases = []
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if chain_of(item) == chain_id:
+            cases += [params[arg] for arg in CASE_ARGUMENTS if arg in params]
+    case_runner.score_originals(cases)  # the original-model reading, before the chain's first edit
 
 
 @pytest.fixture
@@ -137,11 +167,16 @@ def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_option
 
     def run(case, paraphrases: dict[str, tuple[str, ...]] | None = None):
         """``paraphrases``: relation id -> extra prompt templates, for a hand-written case."""
+        if run_options.sequential is not None:
+            _join_chain(request, case_runner, run_options)
         try:
             record = case_runner.run(case, paraphrases)
         except (EditFailure, CaseInputError) as exc:
+            chain = case_runner.chain
             attach(CaseRecord(**identity_of(case), status="error", seed=case_seed(run_options.seed, case.case_id),
-                              error=str(exc), device=str(case_runner.editor.loaded.device), worker=worker_id()))
+                              error=str(exc), device=str(case_runner.editor.loaded.device), worker=worker_id(),
+                              chain=chain.chain_id if chain else "", chain_position=chain.edits_applied if chain else None,
+                              chain_segment=chain.segment if chain else None))
             pytest.fail(str(exc), pytrace=False)
         record.worker = worker_id()
         attach(record)

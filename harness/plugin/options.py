@@ -37,6 +37,9 @@ class RunOptions:
     cache_dir: str | None
     stats_dir: str | None = None  # statistics in the reference's .npz layout
     hparams_set: tuple[str, ...] = ()  # KEY=VALUE replacing single hyper-parameters
+    sequential: int | None = None  # None: every case on the original model; 0: one chain per worker; N: restored every N cases
+    retention_every: int = 10
+    retention_sample: int = 20
     shard: str | None = None  # "K/N": run the K-th of N deterministic parts of the cases
 
     @classmethod
@@ -48,7 +51,8 @@ class RunOptions:
             seed=get("--seed"), record_only=get("--record-only"), mle=get("--mle"), hparams=get("--hparams"),
             stats_corpus=get("--stats-corpus") or (REFERENCE_CORPUS if get("--stats-dir") else GENSIM_WIKI),
             stats_tokens=get("--stats-tokens"), cache_dir=get("--cache-dir"), shard=get("--shard"), stats_dir=get("--stats-dir"),
-            hparams_set=tuple(get("--hparams-set") or ()),
+            hparams_set=tuple(get("--hparams-set") or ()), sequential=get("--sequential"),
+            retention_every=get("--retention-every"), retention_sample=get("--retention-sample"),
         )
 
     @property
@@ -100,6 +104,12 @@ def add_options(parser: pytest.Parser) -> None:
                          "read when there, computed and written there when not")
     group.addoption("--stats-tokens", type=int, default=100_000, help="corpus tokens for the statistics (default: 100000)")
     group.addoption("--cache-dir", default=None, help="cache folder (default: $PITFALLS_CACHE_DIR or ~/.cache/pitfalls-harness)")
+    group.addoption("--sequential", nargs="?", type=int, const=0, default=None, metavar="N",
+                    help="lifelong mode: edits accumulate on one model per worker, cases in a seeded order; the chain is "
+                         "restored at its end, or every N cases when N is given")
+    group.addoption("--retention-every", type=int, default=10, metavar="K",
+                    help="sequential mode: every K edits, check that a sample of the chain's earlier edits still holds (default 10; 0: never)")
+    group.addoption("--retention-sample", type=int, default=20, metavar="N", help="sequential mode: earlier edits checked each time (default 20)")
     group.addoption("--shard", default=None, metavar="K/N",
                     help="run the K-th of N parts of the cases (the same cases on any machine); merge with python -m reports merge")
 
@@ -131,6 +141,11 @@ def check_options(options: RunOptions) -> None:
             raise pytest.UsageError(f"--shard {options.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/8")
     if options.dtype not in DTYPES:
         raise pytest.UsageError(f"--dtype {options.dtype!r}: expected one of {', '.join(DTYPES)}")
+    if options.sequential is not None and options.sequential < 0:
+        raise pytest.UsageError(f"--sequential {options.sequential}: give N >= 1 cases per segment, or no number for one chain")
+    if options.retention_every < 0 or options.retention_sample < 1:
+        raise pytest.UsageError(f"--retention-every {options.retention_every} / --retention-sample {options.retention_sample}: "
+                                "give K >= 0 (0: never) and N >= 1")
     if options.stats_tokens < 1:
         raise pytest.UsageError(f"--stats-tokens {options.stats_tokens}: must be at least 1 (default: 100000)")
     from editkit.hparams import HyperParamsError, parse_hparams_set

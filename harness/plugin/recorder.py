@@ -40,7 +40,8 @@ from harness.records import (
 
 LOCK_FILE = ".writer.lock"
 # The options that make two runs comparable: a run folder holds runs of one such set only.
-REQUESTED = ("model", "editor", "mle", "seed", "dataset_dir", "limit", "dtype", "hparams", "hparams_set", "stats_corpus", "stats_tokens", "stats_dir", "shard")
+REQUESTED = ("model", "editor", "mle", "seed", "dataset_dir", "limit", "dtype", "hparams", "hparams_set", "stats_corpus", "stats_tokens", "stats_dir", "shard",
+             "sequential", "retention_every", "retention_sample")
 
 
 class ResultsFolderError(Exception):

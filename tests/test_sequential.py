@@ -1,0 +1,100 @@
+"""Sequential (lifelong) mode: a chain of accumulating edits is deterministic, survives a failed edit, and ends on
+the original model bit for bit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from benchmark.datasets import load_dataset
+from editkit.contract import EditorSettings
+from editkit.fingerprints import parameter_digest
+from editkit.scoring import Scorer
+from editors import make_editor
+from harness.chain import Chain
+from harness.guard import EditFailure, ModelGuard
+from harness.runner import CaseRunner
+from tests.broken_editors import DECLARED
+from tests.test_plugin import records, run_pytest
+
+
+def chain_runner(loaded, editor, dataset):
+    guard = ModelGuard(loaded.model)
+    runner = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard, retention_every=2, retention_sample=5)
+    runner.chain = Chain(guard, editor, "chain-1-of-1")
+    return runner
+
+
+def test_edits_accumulate_and_the_chain_ends_on_the_original_model(tiny_loader, cache_dir, published):
+    loaded = tiny_loader("tiny-llama")
+    dataset = load_dataset(published / "GPT2-XL", splits=("easy", "reverse"), limit=2)
+    cases = dataset.cases["easy"] + dataset.cases["reverse"]
+    runner = chain_runner(loaded, make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000)), dataset)
+    digest = parameter_digest(loaded.model)
+    runner.score_originals(cases)
+    positions, weights = [], []
+    for case in cases:
+        record = runner.run(case)
+        positions.append(record.chain_position)
+        weights.append(loaded.model.get_parameter("model.layers.0.mlp.down_proj.weight").detach().clone())
+        if record.benchmark == "round":
+            assert set(record.original_metrics) == {"IR", "FR", "D"}
+    assert positions == [0, 2, 4, 6]  # each case's two edits stay on the model
+    assert not torch.equal(weights[0], weights[-1]) and parameter_digest(loaded.model) != digest
+    assert runner.chain.restore() is None
+    assert parameter_digest(loaded.model) == digest
+
+
+def test_a_failed_edit_is_rolled_back_and_the_chain_goes_on(tiny_loader, cache_dir, published):
+    loaded = tiny_loader("tiny-llama")
+    dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=3)
+    editor = make_editor("tests.broken_editors:FailsThirdEdit", loaded, EditorSettings(cache_dir=cache_dir))
+    runner = chain_runner(loaded, editor, dataset)
+    digest = parameter_digest(loaded.model)
+    weight = loaded.model.get_parameter(DECLARED)
+    first = runner.run(dataset.cases["easy"][0])  # edits 1 and 2
+    after_first = weight.detach().clone()
+    try:
+        runner.run(dataset.cases["easy"][1])  # edit 3 fails after writing
+        raise AssertionError("the third edit should have failed")
+    except EditFailure as failure:
+        assert "injected failure on the third edit" in str(failure)
+    assert torch.equal(weight, after_first)  # the chain is as it was before the failed edit
+    third = runner.run(dataset.cases["easy"][2])
+    assert first.chain_position == 0 and third.chain_position == 2 and third.status == "ok"
+    assert not torch.equal(weight, after_first)
+    runner.chain.restore()
+    assert parameter_digest(loaded.model) == digest
+
+
+def run_sequential(published: Path, cache_dir: Path, results: Path, name: str, workers: int) -> list[dict]:
+    proc = run_pytest(["suites/", "--editor", "rome", "--model", "tiny-llama", "--dataset-dir", str(published / "GPT2-XL"),
+                       "--limit", "1", "--record-only", "--stats-tokens", "5000", "--sequential", "--retention-every", "2",
+                       "--results-dir", str(results), "--run-name", name, "-n", str(workers)], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return records(results / name / "cases.jsonl")
+
+
+def per_chain(lines: list[dict]) -> dict[str, list[tuple]]:
+    chains: dict[str, list[tuple]] = {}
+    for r in lines:
+        chains.setdefault(r["chain"], []).append((r["chain_position"], r["case_id"], json.dumps(r["metrics"], sort_keys=True),
+                                                  json.dumps(r["retention"], sort_keys=True)))
+    return {chain: sorted(rows) for chain, rows in chains.items()}
+
+
+def test_sequential_runs_are_deterministic_with_and_without_workers(published, cache_dir, tmp_path):
+    one = run_sequential(published, cache_dir, tmp_path, "one", 0)
+    again = run_sequential(published, cache_dir, tmp_path, "again", 0)
+    assert per_chain(one) == per_chain(again) and set(per_chain(one)) == {"chain-1-of-1"}
+    assert sorted(r["chain_position"] for r in one) == list(range(0, 2 * len(one), 2))
+    two = run_sequential(published, cache_dir, tmp_path, "two", 2)
+    two_again = run_sequential(published, cache_dir, tmp_path, "two-again", 2)
+    assert set(per_chain(two)) == {"chain-1-of-2", "chain-2-of-2"}
+    assert per_chain(two) == per_chain(two_again)  # the same cases, order and numbers per chain, whatever the timing
+    assert {r["worker"] for r in two} == {"gw0", "gw1"}
+    assert any(r["retention"] for r in one)
+    config = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert config["sequential"] == 0 and any("sequential" in d for d in config["paper_setting_differs"])
