@@ -47,3 +47,36 @@ def pytest_configure(config: pytest.Config) -> None:
             from harness.plugin.recorder import ResultsRecorder
 
             config.pluginmanager.register(ResultsRecorder(config), "pitfalls-results")
+
+
+# Many workers, many machines (xdist) ------------------------------------------------------------------------------
+
+HOST_INDEX, HOST_WORKERS = "pitfalls_host_index", "pitfalls_host_workers"
+
+
+def host_of(spec) -> str:
+    """Which machine an execnet gateway spec runs on: its ssh/socket address, or this machine."""
+    return str(getattr(spec, "ssh", None) or getattr(spec, "socket", None) or "local")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """Tell each worker its index among the workers of its own machine (worker i takes that machine's GPU i mod count)."""
+    specs = list(getattr(getattr(node, "nodemanager", None), "specs", []) or [])
+    host = host_of(node.gateway.spec)
+    same_host = [spec.id for spec in specs if host_of(spec) == host]
+    node.workerinput[HOST_INDEX] = same_host.index(node.gateway.spec.id) if node.gateway.spec.id in same_host else 0
+    node.workerinput[HOST_WORKERS] = max(1, len(same_host))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker per GPU on a GPU machine, one per two CPU cores otherwise (each worker holds a model)."""
+    import os
+
+    if RunOptions.from_config(config).device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    return max(1, (os.cpu_count() or 1) // 2)

@@ -10,15 +10,16 @@ from typing import Any
 
 import pytest
 
-from harness.plugin.options import STATE, RunOptions, dataset_of, worker_id, worker_index
+from harness.plugin.options import STATE, RunOptions, dataset_of, worker_id, worker_index, workers_on_this_machine
 
 RECORD_PROPERTY = "pitfalls_record"  # user property: the CaseRecord's JSON
 CONFIG_PROPERTY = "pitfalls_config"  # user property: the run configuration's JSON
 
 
-def share_cpu_threads() -> None:
-    """Under ``-n N`` split the CPU cores between the workers: N processes each using every core slow each other down."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+def share_cpu_threads(config: pytest.Config) -> None:
+    """Under ``-n N`` split the CPU cores between the workers of this machine: processes each using every core slow
+    each other down."""
+    workers = workers_on_this_machine(config)
     if workers > 1:
         import torch
 
@@ -40,12 +41,12 @@ def precheck_rules(pytestconfig: pytest.Config):
 
 
 @pytest.fixture(scope="session")
-def loaded_model(run_options: RunOptions):
+def loaded_model(pytestconfig: pytest.Config, run_options: RunOptions):
     from editkit.models import ModelLoadError, load_model, resolve_device
 
-    share_cpu_threads()
+    share_cpu_threads(pytestconfig)
     try:
-        device = resolve_device(run_options.device, worker_index())
+        device = resolve_device(run_options.device, worker_index(pytestconfig))
         if device.type == "cuda":
             import torch
 

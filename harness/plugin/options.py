@@ -233,6 +233,17 @@ def worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
-def worker_index() -> int | None:
+def worker_index(config: pytest.Config | None = None) -> int | None:
+    """This worker's index among the workers on its machine (set by the controller), else its global index."""
+    workerinput = getattr(config, "workerinput", None) or {}
+    if "pitfalls_host_index" in workerinput:
+        return int(workerinput["pitfalls_host_index"])
     worker = worker_id()
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
+def workers_on_this_machine(config: pytest.Config | None = None) -> int:
+    workerinput = getattr(config, "workerinput", None) or {}
+    if "pitfalls_host_workers" in workerinput:
+        return int(workerinput["pitfalls_host_workers"])
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)

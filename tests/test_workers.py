@@ -1,0 +1,43 @@
+"""Many workers and machines through xdist: each worker's index on its own machine, -n auto, remote-style gateways."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import execnet
+
+from harness.plugin import HOST_INDEX, HOST_WORKERS, pytest_configure_node, pytest_xdist_auto_num_workers
+from tests.test_plugin import records, run_pytest
+
+
+def test_each_worker_learns_its_index_on_its_own_machine():
+    specs = [execnet.XSpec(f"ssh=gpu-node-1//id=gw{i}") for i in range(2)] + [execnet.XSpec(f"popen//id=gw{i}") for i in (2, 3, 4)]
+    manager = SimpleNamespace(specs=specs)
+    seen = []
+    for spec in specs:
+        node = SimpleNamespace(nodemanager=manager, gateway=SimpleNamespace(spec=spec), workerinput={})
+        pytest_configure_node(node)
+        seen.append((node.workerinput[HOST_INDEX], node.workerinput[HOST_WORKERS]))
+    assert seen == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]  # GPU i mod count on each machine, cores shared per machine
+
+
+def test_n_auto_is_one_worker_per_two_cores_on_a_cpu_machine(monkeypatch):
+    import harness.plugin as plugin
+
+    monkeypatch.setattr(plugin.RunOptions, "from_config", classmethod(lambda cls, config: SimpleNamespace(device="cpu")))
+    assert pytest_xdist_auto_num_workers(SimpleNamespace()) == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_gateway_workers_send_their_results_to_one_run_folder(published, cache_dir, tmp_path):
+    """xdist's own gateways (--tx; popen here, ssh=host on a cluster) report to the one controlling process."""
+    proc = run_pytest(["suites/", "--editor", "ft", "--model", "tiny-llama", "--dataset-dir", str(published / "GPT2-XL"),
+                       "--limit", "1", "-m", "round", "--record-only", "--tx", "2*popen", "--dist", "load",
+                       "--results-dir", str(tmp_path), "--run-name", "tx"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = records(tmp_path / "tx" / "cases.jsonl")
+    assert len(lines) == 2 and {r["status"] for r in lines} == {"ok"}
+    assert {r["worker"] for r in lines} <= {"gw0", "gw1"} and all(r["worker"] for r in lines)
+    assert (tmp_path / "tx" / "summary.json").is_file() and (tmp_path / "tx" / "report.html").is_file()
+    assert [p.name for p in Path(tmp_path).iterdir()] == ["tx"]
