@@ -22,6 +22,7 @@ from editkit.facts import Edit, Fact, Relation, fill
 from editkit.scoring import Scorer
 from harness.chain import Chain
 from harness.guard import CaseEdits, ModelGuard
+from harness.original_scores import OriginalScores
 from harness.records import CaseRecord
 
 CONTEXT_MARGIN_TOKENS = 64  # room left in the model's context for the prefixes editors put before a prompt
@@ -52,7 +53,8 @@ class CaseRunner:
     """Edits and scores cases on one model with one editor."""
 
     def __init__(self, editor: Editor, scorer: Scorer, dataset: Dataset | Callable[[], Dataset] | None = None, seed: int = 0,
-                 mle: bool = False, guard: ModelGuard | None = None, retention_every: int = 10, retention_sample: int = 20) -> None:
+                 mle: bool = False, guard: ModelGuard | None = None, retention_every: int = 10, retention_sample: int = 20,
+                 original_scores: OriginalScores | None = None) -> None:
         """``dataset`` gives the paraphrases of the cases' relations (a callable is called on first need).
 
         Sequential mode: set ``chain`` (a :class:`harness.chain.Chain` on the same guard); cases then edit the
@@ -71,6 +73,7 @@ class CaseRunner:
         self.chain: Chain | None = None
         self.retention_every, self.retention_sample = retention_every, retention_sample
         self._original_m0: dict[str, list[float]] = {}  # round case id -> its M0 scores on the original model (sequential)
+        self.original_scores = original_scores  # M0 scores on disk, shared by every editor's run on this model
 
     def _edits(self):
         """Where a case's edits go: the guard's per-case undo, or the chain (sequential mode)."""
@@ -86,10 +89,14 @@ class CaseRunner:
             self._edit_seconds += case_edits.seconds - before
         self._applied.extend(e.describe() for e in edits)
 
-    def _score(self, case: Case, subject: str, relation: Relation, objects: Sequence[str]) -> list[float]:
+    def _score(self, case: Case, subject: str, relation: Relation, objects: Sequence[str], original: bool = False) -> list[float]:
+        """Scores of ``objects`` for the fact; ``original``: the model is the unedited one (cached on disk when possible)."""
         start = time.perf_counter()
         prompts = prompt_set(relation, subject, self._paraphrases)
-        result = self.scorer.fact_scores(prompts, list(objects))
+        if original and self.original_scores is not None and self.chain is None:
+            result = self.original_scores.scores(prompts, list(objects), lambda: self.scorer.fact_scores(prompts, list(objects)))
+        else:
+            result = self.scorer.fact_scores(prompts, list(objects))
         self._eval_seconds += time.perf_counter() - start
         return result
 
@@ -189,7 +196,7 @@ class CaseRunner:
         s: dict[str, float] = {}
         tied = case.triples[case.prerequisites[0]] if case.split == "composite" else None
         if tied is not None:
-            (s["m0_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label])
+            (s["m0_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label], original=True)
         with self._edits() as journal:
             self._apply(journal, [e1], seed)
             (s["m1_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
@@ -229,7 +236,7 @@ class CaseRunner:
         subject, relation = edit.subject.label, edit.relation
         true_labels = [edit.object.label] + [e.label for e in case.other_objects]
         objects = true_labels + [edit.new_object.label]
-        m0 = self._score(case, subject, relation, objects)
+        m0 = self._score(case, subject, relation, objects, original=True)
         with self._edits() as journal:
             self._apply(journal, [edit], seed)
             m1_new, m1_old = self._score(case, subject, relation, [edit.new_object.label, edit.object.label])

@@ -41,3 +41,20 @@ def test_gateway_workers_send_their_results_to_one_run_folder(published, cache_d
     assert {r["worker"] for r in lines} <= {"gw0", "gw1"} and all(r["worker"] for r in lines)
     assert (tmp_path / "tx" / "summary.json").is_file() and (tmp_path / "tx" / "report.html").is_file()
     assert [p.name for p in Path(tmp_path).iterdir()] == ["tx"]
+
+
+def test_the_unedited_models_scores_are_computed_once_for_every_editor(published, cache_dir, tmp_path):
+    """A second editor's run on the same model reads M0 from the cache: nothing is added, the numbers are the same."""
+    fresh_cache = tmp_path / "cache"
+    common = ["suites/", "--model", "tiny-llama", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2", "-m", "round or composite",
+              "--record-only", "--stats-tokens", "5000", "--cache-dir", str(fresh_cache), "--results-dir", str(tmp_path)]
+    proc = run_pytest([*common, "--editor", "ft", "--run-name", "ft"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (stored,) = (fresh_cache / "original-scores").glob("*.jsonl")
+    lines = stored.read_text().splitlines()
+    assert len(lines) == 6  # 4 round cases' M0, 2 composite cases' tied fact
+    proc = run_pytest([*common, "--editor", "r-rome", "--run-name", "r-rome"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert stored.read_text().splitlines() == lines
+    m0 = lambda name: {r["case_id"]: (r["scores"].get("m0_true"), r["scores"].get("m0_tied")) for r in records(tmp_path / name / "cases.jsonl")}
+    assert m0("ft") == m0("r-rome")

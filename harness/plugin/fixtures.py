@@ -118,12 +118,15 @@ def model_guard(loaded_model, run_options: RunOptions):
 @pytest.fixture(scope="session")
 def case_runner(pytestconfig: pytest.Config, editor, loaded_model, model_guard, run_options: RunOptions):
     from editkit.scoring import Scorer
+    from harness.original_scores import OriginalScores
     from harness.runner import CaseRunner
 
+    original = OriginalScores(run_options.cache_path / "original-scores" / f"{loaded_model.fingerprint}-{run_options.dtype}.jsonl")
     try:
         runner = CaseRunner(editor, Scorer(loaded_model.model, loaded_model.tokenizer), lambda: dataset_of(pytestconfig),
                             seed=run_options.seed, mle=run_options.mle, guard=model_guard,
-                            retention_every=run_options.retention_every, retention_sample=run_options.retention_sample)
+                            retention_every=run_options.retention_every, retention_sample=run_options.retention_sample,
+                            original_scores=original)
     except ValueError as exc:
         pytest.fail(str(exc), pytrace=False)
     yield runner

@@ -1,0 +1,48 @@
+"""The unedited model's scores, computed once per model and kept on disk for every editor's run.
+
+A five-editor comparison scores the same facts on the same original model
+five times otherwise. Entries are keyed by the prompts and objects scored,
+in a JSON-lines file per model fingerprint; workers append under a lock and
+each process reads the file once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from filelock import FileLock
+
+
+class OriginalScores:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hits = self.misses = 0
+        self._scores: dict[str, list[float]] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._scores[str(entry["key"])] = [float(v) for v in entry["scores"]]
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut by a crash: that entry is scored again
+
+    @staticmethod
+    def key(prompts: Sequence[str], objects: Sequence[str]) -> str:
+        return hashlib.sha256(json.dumps([list(prompts), list(objects)], ensure_ascii=False).encode()).hexdigest()[:24]
+
+    def scores(self, prompts: Sequence[str], objects: Sequence[str], compute: Callable[[], list[float]]) -> list[float]:
+        """The cached scores of ``objects`` after ``prompts`` on the original model, else ``compute()`` (then stored)."""
+        key = self.key(prompts, objects)
+        if key in self._scores:
+            self.hits += 1
+            return list(self._scores[key])
+        self.misses += 1
+        value = [float(v) for v in compute()]
+        self._scores[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"), open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"key": key, "scores": value}) + "\n")
+        return list(value)
