@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from editkit import tiny_models
 from editkit.cache import locked
 from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, looks_like_path, package_dir
+from editkit.progress import step
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -72,7 +73,7 @@ def preset_names() -> list[str]:
     return [*GGUF_PRESETS, *tiny_models.TINY_BUILDERS]
 
 
-def _dequantized_folder(name: str, preset: GGUFPreset, cache_dir: Path) -> Path:
+def dequantized_folder(name: str, preset: GGUFPreset, cache_dir: Path) -> Path:
     """Dequantize a GGUF preset to a float32 Hugging Face folder once; later loads take seconds."""
     if package_dir(preset.package) is None:
         raise ModelLoadError(f"--model {name}: package {preset.package!r} is not installed ({preset.install_hint})")
@@ -84,16 +85,22 @@ def _dequantized_folder(name: str, preset: GGUFPreset, cache_dir: Path) -> Path:
     folder = cache_dir / "models" / f"{name}-{stamp}"
     with locked(folder):
         if not (folder / "config.json").exists():
-            tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
-            model.hf_quantizer = None  # the weights are plain float32 now; let save_pretrained write them
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            os.replace(tmp, folder)
+            with step(f"dequantizing {name} to float32 into {folder} (once; later loads read it)"):
+                _dequantize(gguf_path, folder)
     return folder
+
+
+def _dequantize(gguf_path: Path, folder: Path) -> None:
+    """Read the GGUF file (transformers dequantizes it) and save a float32 folder, atomically."""
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are plain float32 now; let save_pretrained write them
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
 
 
 # --------------------------------------------------------------------------- loading
@@ -130,7 +137,7 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
         hparams_key = name
     else:
         if name in GGUF_PRESETS:
-            source, hparams_key = str(_dequantized_folder(name, GGUF_PRESETS[name], cache_dir)), GGUF_PRESETS[name].hparams_key
+            source, hparams_key = str(dequantized_folder(name, GGUF_PRESETS[name], cache_dir)), GGUF_PRESETS[name].hparams_key
         elif not Path(name).expanduser().exists() and looks_like_path(name):
             raise ModelLoadError(f"--model {name}: no such folder (give a preset: {', '.join(preset_names())}; "
                                  "a local Hugging Face folder; or a hub id)")

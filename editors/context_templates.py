@@ -14,6 +14,7 @@ import torch
 
 from editkit.cache import cached_json
 from editkit.models import LoadedModel
+from editkit.progress import step
 
 
 def _start_ids(tok: Any, start_words: list[str]) -> list[list[int]]:
@@ -52,4 +53,8 @@ def context_templates(
     lengths = "_".join(f"{a}x{b}" for a, b in length_params)
     starts = "-".join(start_words) if start_words else "bos"
     path = cache_dir / "context_templates" / f"{loaded.fingerprint}-{lengths}-{starts}-seed{seed}.json"
-    return cached_json(path, lambda: sample_context_templates(loaded, length_params, seed, start_words or []))
+    def sample() -> list[str]:
+        with step(f"sampling context templates {lengths} from {loaded.name} (once per model)"):
+            return sample_context_templates(loaded, length_params, seed, start_words or [])
+
+    return cached_json(path, sample)

@@ -18,6 +18,7 @@ The forward pass stops right after the module, so later layers cost nothing.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from editkit.cache import atomic_replace, cached_tensors, locked
 from editkit.models import LoadedModel
 from editkit.nethook import Trace
+from editkit.progress import LOGGER
 from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
 
 if TYPE_CHECKING:
@@ -95,6 +97,8 @@ def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus,
     count = 0
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     budget = BATCH_TOKENS["cuda" if loaded.device.type == "cuda" else "cpu"]
+    LOGGER.info("computing the second moment of %s's keys from %s (once per model and corpus) ...", module_name, corpus.name)
+    start = time.perf_counter()
     unit = "texts" if corpus.whole_texts else "pieces"
     bar = tqdm(total=max_samples if corpus.whole_texts else None, desc=f"second moment of {module_name} ({corpus.name})",
                unit=unit, file=sys.stderr, mininterval=5, disable=None)
@@ -113,6 +117,7 @@ def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus,
             moment = keys.T @ keys if moment is None else moment + keys.T @ keys
             count += keys.shape[0]
             bar.update(len(batch))
+    LOGGER.info("second moment of %s: %d keys, done in %.0f s", module_name, count, time.perf_counter() - start)
     if moment is None:
         raise CorpusError(f"--stats-corpus {corpus.name}: gave no text piece of {MIN_CHUNK_TOKENS} tokens or more to compute "
                           "statistics from; give a longer text")

@@ -123,7 +123,10 @@ def default_dataset_dir(cache_dir: Path | None = None) -> Path:
         if not (folder / MANIFEST_FILE).is_file():
             tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + "."))
             try:
-                generate_dataset(tmp, Source(), GenerationSettings())
+                from editkit.progress import step
+
+                with step(f"generating the geography dataset into {folder} (once)"):
+                    generate_dataset(tmp, Source(), GenerationSettings())
                 if folder.exists():
                     shutil.rmtree(folder)
                 os.replace(tmp, folder)

@@ -58,3 +58,18 @@ def test_the_unedited_models_scores_are_computed_once_for_every_editor(published
     assert stored.read_text().splitlines() == lines
     m0 = lambda name: {r["case_id"]: (r["scores"].get("m0_true"), r["scores"].get("m0_tied")) for r in records(tmp_path / name / "cases.jsonl")}
     assert m0("ft") == m0("r-rome")
+
+
+def test_one_time_work_says_what_it_does_once(cache_dir, tmp_path):
+    """A first run on an empty cache names each one-time step and its time; under -n 2 the controller says it once."""
+    common = ["suites/", "--editor", "rome", "--model", "tiny-llama", "--limit", "1", "-k", "easy", "--record-only",
+              "--stats-tokens", "5000", "--results-dir", str(tmp_path)]
+    proc = run_pytest([*common, "--cache-dir", str(tmp_path / "cache-a"), "--run-name", "a"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    out = proc.stdout
+    for step in ("generating the geography dataset", "sampling context templates", "computing the second moment"):
+        assert f"pitfalls: {step}" in out, out[-3000:]
+    assert "pitfalls: generating the geography dataset" in out and ": done in " in out
+    proc = run_pytest([*common, "--cache-dir", str(tmp_path / "cache-b"), "--run-name", "b", "-n", "2"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.stdout.count("pitfalls: generating the geography dataset") == 2  # the start and the done line, once

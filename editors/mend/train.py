@@ -33,6 +33,7 @@ from editkit.facts import Edit, fill
 from editkit.hparams import as_dict, editor_hparams
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
+from editkit.progress import step as one_time_step
 from editkit.scoring import pad_batch, vocabulary_logits
 from editors.mend.config import HPARAMS_DIR, MENDHyperParams, build_network, checkpoint_paths, module_names
 from editors.mend.gradients import edit_batch, gradient_factors, swapped_weights, target_batch, target_nll
@@ -208,10 +209,10 @@ def train_on_first_use(loaded: LoadedModel, hp: MENDHyperParams, settings: Edito
     out = checkpoint_paths(hp, settings.cache_dir, loaded.fingerprint)[1]
     with locked(out):
         if not out.is_file():
-            print(f"MEND: no trained network for {loaded.name}; training one on the generated geography dataset "
-                  f"({hp.train_steps} steps) into {out}", file=sys.stderr)
-            data = training_data([load_dataset(default_dataset_dir(settings.cache_dir))], holdout=20)
-            train(loaded, hp, data, out, seed=settings.seed, progress=False)
+            with one_time_step(f"MEND: no trained network for {loaded.name}; training one on the generated geography dataset "
+                      f"({hp.train_steps} steps) into {out}"):
+                data = training_data([load_dataset(default_dataset_dir(settings.cache_dir))], holdout=20)
+                train(loaded, hp, data, out, seed=settings.seed, progress=False)
     return out
 
 

@@ -15,6 +15,9 @@ does nothing until a test asks for ``conflict_case``/``round_case`` and
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import pytest
 
 from harness.plugin import hookspecs
@@ -41,12 +44,69 @@ def pytest_configure(config: pytest.Config) -> None:
         elif getattr(config.option, "numprocesses", None):
             config.option.dist = "loadgroup"
     if not is_worker(config):
+        config.pluginmanager.register(TerminalProgress(config), "pitfalls-progress")
         if options.dataset_dir:
             dataset_of(config)  # a broken dataset is one usage error line, before any collection
         if not config.getoption("collectonly"):  # listing the cases writes no run folder
             from harness.plugin.recorder import ResultsRecorder
 
             config.pluginmanager.register(ResultsRecorder(config), "pitfalls-results")
+
+
+# One-time work, shown once -------------------------------------------------------------------------------------------
+
+
+class TerminalProgress(logging.Handler):
+    """Writes ``pitfalls.progress`` records live on the terminal (capture suspended), in the controlling process.
+
+    Under ``-n N`` the controller does the one-time work that needs no model on a worker first (dequantizing a
+    preset, generating the default dataset), so it is shown once; what workers do later is in their logs.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        super().__init__(logging.INFO)
+        self.config = config
+
+    def emit(self, record: logging.LogRecord) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(f"pitfalls: {record.getMessage()}")
+
+    @pytest.hookimpl
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        from editkit.progress import LOGGER
+
+        LOGGER.setLevel(logging.INFO)
+        LOGGER.addHandler(self)
+        if getattr(self.config.option, "numprocesses", None) and not self.config.getoption("collectonly"):
+            prepare_once(self.config)
+
+    @pytest.hookimpl
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        from editkit.progress import LOGGER
+
+        LOGGER.removeHandler(self)
+
+
+def prepare_once(config: pytest.Config) -> None:
+    """Before workers start: the dataset generated and a GGUF preset dequantized, once, with the messages shown here."""
+    options = config.stash[STATE].options
+    try:
+        dataset_of(config)
+        from editkit.presets import GGUF_PRESETS
+
+        if options.model in GGUF_PRESETS:
+            from editkit.models import dequantized_folder
+
+            dequantized_folder(options.model, GGUF_PRESETS[options.model], options.cache_path)
+    except pytest.UsageError:
+        raise
+    except Exception:  # the workers meet the same problem and report it as one line; nothing is lost here
+        return
 
 
 # Many workers, many machines (xdist) ------------------------------------------------------------------------------
