@@ -69,7 +69,7 @@ def _set(obj: dict, key: str, value: object) -> None:
 
 CATALOGUE: list[Bad] = [
     # ------------------------------------------------------------------ options
-    Bad("editor-unknown", ["--editor", "romeo"], "--editor 'romeo': unknown editor (known: ft, memit, mend, rome"),
+    Bad("editor-unknown", ["--editor", "romeo"], "--editor 'romeo': unknown editor (known: alphaedit, emmet, ft, memit, mend, r-rome, rome"),
     Bad("editor-module-missing", ["--editor", "nosuch_pkg.editing:X"], "--editor 'nosuch_pkg.editing:X': cannot import module"),
     Bad("editor-class-missing", ["--editor", "editors.rome:NotThere"], "module 'editors.rome' has no 'NotThere'"),
     Bad("editor-not-an-editor", ["--editor", "editkit.facts:Edit"], "is not a subclass of editkit.Editor"),
@@ -90,8 +90,17 @@ CATALOGUE: list[Bad] = [
     Bad("dataset-dir-missing", ["--dataset-dir", "{tmp}/nowhere"], "/nowhere: no such folder"),
     Bad("dataset-dir-empty", ["--dataset-dir", "{tmp}/empty"], "holds none of the case files",
         setup=lambda data, tmp: (tmp / "empty").mkdir()),
+    Bad("hparams-set-no-equals", ["--hparams-set", "rank"], "--hparams-set 'rank': expected KEY=VALUE"),
+    Bad("hparams-set-unknown-key", ["--hparams-set", "nosuch=1", "-m", "easy", "--limit", "1"],
+        "--hparams-set nosuch: ROMEHyperParams has no such key", status=1),
+    Bad("sequential-negative", ["--sequential", "-2"], "--sequential -2: give N >= 1 cases per segment"),
+    Bad("retention-every-negative", ["--sequential", "--retention-every", "-1"], "--retention-every -1 / --retention-sample 20"),
+    Bad("stats-dir-is-file", ["--stats-dir", "{tmp}/afile"], "/afile: is a file; give the folder that holds <model>/<dataset>_stats/",
+        setup=write("tmp/afile", "x")),
     # ------------------------------------------------------------------ the statistics corpus
-    Bad("corpus-missing", ["--stats-corpus", "{tmp}/corpus.txt"], "neither 'gensim-wiki' nor an existing file"),
+    Bad("corpus-hf-folder-no-dataset", ["--stats-corpus", "hf:{tmp}/hfdata"], "/hfdata as a dataset",
+        setup=lambda data, tmp: (tmp / "hfdata").mkdir()),
+    Bad("corpus-missing", ["--stats-corpus", "{tmp}/corpus.txt"], "neither 'gensim-wiki', nor hf:NAME[:CONFIG] / hf:FOLDER, nor an existing file"),
     Bad("corpus-empty", ["--stats-corpus", "{tmp}/corpus.txt"], "/corpus.txt: holds no text", setup=write("tmp/corpus.txt", "\n\n")),
     Bad("corpus-not-utf8", ["--stats-corpus", "{tmp}/corpus.txt"], "cannot read it as UTF-8 text",
         setup=write("tmp/corpus.txt", b"\xff\xfe\x00bad")),

@@ -64,8 +64,9 @@ class ResultsRecorder:
     # The run folder -------------------------------------------------------------------
 
     def requested(self) -> dict[str, Any]:
+        """The options that make a run what it is, as run.json stores them (JSON: tuples become lists)."""
         options = asdict(self.options)
-        return {name: options[name] for name in REQUESTED}
+        return json.loads(json.dumps({name: options[name] for name in REQUESTED}))
 
     def _open(self) -> CaseLog:
         if self.case_log is not None:
