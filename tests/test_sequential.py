@@ -98,3 +98,16 @@ def test_sequential_runs_are_deterministic_with_and_without_workers(published, c
     assert any(r["retention"] for r in one)
     config = json.loads((tmp_path / "two" / "run.json").read_text())
     assert config["sequential"] == 0 and any("sequential" in d for d in config["paper_setting_differs"])
+
+
+def test_chains_are_dealt_from_the_selected_cases(published, cache_dir, tmp_path):
+    """-k / -m select first, then the cases are dealt into chains: two workers get two chains of equal length."""
+    proc = run_pytest(["suites/", "--editor", "tests.broken_editors:Fine", "--model", "tiny-llama", "--dataset-dir",
+                       str(published / "GPT2-XL"), "--limit", "4", "-k", "easy or hard", "--record-only", "--sequential",
+                       "--results-dir", str(tmp_path), "--run-name", "k", "-n", "2"], cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = records(tmp_path / "k" / "cases.jsonl")
+    assert {r["split"] for r in lines} == {"easy", "hard"}
+    chains = per_chain(lines)
+    assert sorted(len(rows) for rows in chains.values()) == [4, 4]
+    assert all([row[0] for row in rows] == [0, 2, 4, 6] for rows in chains.values())  # a round trip is two edits

@@ -102,6 +102,10 @@ def _into_chains(config: pytest.Config, items: list[pytest.Item]) -> None:
     The order and the chains depend only on the selected cases, the seed and the number of workers, never on timing:
     xdist's ``loadgroup`` distribution sends each chain to one worker, in this order.
     """
+    from _pytest.mark import deselect_by_keyword, deselect_by_mark
+
+    deselect_by_keyword(items, config)  # -k and -m first (pytest applies them after this hook; again is a no-op),
+    deselect_by_mark(items, config)  # so the chains are dealt from the cases that will run
     cases = [item for item in items if item.get_closest_marker("pitfalls_case")]
     others = [item for item in items if not item.get_closest_marker("pitfalls_case")]
     cases.sort(key=lambda item: item.get_closest_marker("pitfalls_case").args[0]["case_id"])
