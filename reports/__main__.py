@@ -1,6 +1,7 @@
 """``python -m reports RUN_DIR [RUN_DIR ...] [-o FILE]``: one HTML report of several runs, grouped by model and editor.
 
 ``python -m reports merge OUT SHARD_DIR ...`` merges the run folders of ``--shard K/N`` runs into one (reports/merge.py).
+``python -m reports lifelong RUN_DIR ...`` prints, for ``--sequential`` runs, each curve's first and last bin.
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ def main(argv: list[str] | None = None) -> int:
         from reports.merge import main as merge_main
 
         return merge_main(argv[1:])
+    if argv[:1] == ["lifelong"]:
+        from reports.lifelong import lifelong_table
+        from reports.runs import load_run
+
+        try:
+            print(lifelong_table([load_run(folder) for folder in argv[1:]]))
+        except RunFolderError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run folders (each holds cases.jsonl)")
     parser.add_argument("-o", "--output", help="HTML file to write (default: report.html in the run folder, or here for several runs)")

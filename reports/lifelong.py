@@ -146,3 +146,25 @@ def first_and_last_bins(records: list[CaseRecord]) -> dict[str, tuple[Point, Poi
         if points:
             result[split] = (points[0], points[-1])
     return result
+
+
+def _span(points: list[Point]) -> str:
+    if not points:
+        return "-"
+    first, last = points[0], points[-1]
+    return (f"{first.value:.0f}% (n={first.n}, edits {first.low_edge}-{first.high_edge}) -> "
+            f"{last.value:.0f}% (n={last.n}, edits {last.low_edge}-{last.high_edge})")
+
+
+def lifelong_table(runs: list[Run]) -> str:
+    """A Markdown table of sequential runs: each curve's first and last bin, the chain's length and its time."""
+    sequential = [run for run in runs if is_sequential(run)]
+    titles = [title for title, _, _ in CURVES if title.startswith(("Pitfall", "IR", "Retention"))]
+    lines = ["| run | edits | " + " | ".join(titles) + " | edit + eval s |", "|---|---|" + "---|" * len(titles) + "---|"]
+    for run in sequential:
+        last = max((r.chain_position or 0) + len(r.edits) for r in run.records)
+        width = bin_width(last)
+        cells = [_span(curve_points(run.records, splits, metric, width)) for title, splits, metric in CURVES if title in titles]
+        seconds = sum(r.seconds_edit + r.seconds_eval for r in run.records)
+        lines.append(f"| {run.label} | {last} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+    return "\n".join(lines)

@@ -157,6 +157,11 @@ def test_lifelong_bins_and_the_first_and_last_bin_of_each_split(tmp_path):
     assert [p.value for p in ir.points] == sorted(p.value for p in ir.points)  # IR grows along the chain
     (retention,) = curves["Retention of earlier edits (%)"]
     assert retention.points[0].value > retention.points[-1].value and retention.reference is None
+    from reports.lifelong import lifelong_table
+
+    table = lifelong_table([load_run(chain), load_run(fresh)]).splitlines()
+    assert len(table) == 3 and table[2].startswith("| rome · chain | 120 | ")  # the fresh run is no chain: no row
+    assert "| 0% (n=" in table[2] and "-> 100% (n=" in table[2]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
