@@ -160,7 +160,7 @@ def test_lifelong_bins_and_the_first_and_last_bin_of_each_split(tmp_path):
     from reports.lifelong import lifelong_table
 
     table = lifelong_table([load_run(chain), load_run(fresh)]).splitlines()
-    assert len(table) == 3 and table[2].startswith("| rome · chain | 120 | ")  # the fresh run is no chain: no row
+    assert len(table) == 3 and table[2].startswith("| rome · chain | 119 | ")  # last position + its edits; the fresh run: no row
     assert "| 0% (n=" in table[2] and "-> 100% (n=" in table[2]
 
 
