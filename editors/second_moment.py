@@ -230,7 +230,11 @@ def second_moment_stats(loaded: LoadedModel, settings: EditorSettings, module_na
     with locked(source.path):
         if source.path.is_file():
             return read_reference_stats(source.path, _in_features(loaded, module_name))
-        stats = collect_second_moment(loaded, module_name, load_corpus(settings.stats_corpus), settings.stats_tokens, n_samples)
+        try:
+            corpus = load_corpus(settings.stats_corpus)
+        except CorpusError as exc:
+            raise CorpusError(f"{exc}; or put the statistics file there: {source.path}") from None
+        stats = collect_second_moment(loaded, module_name, corpus, settings.stats_tokens, n_samples)
         write_reference_stats(source.path, stats, dtype_name)
         return stats
 
