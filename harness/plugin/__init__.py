@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 
 import pytest
 
@@ -59,13 +60,14 @@ def pytest_configure(config: pytest.Config) -> None:
 class TerminalProgress(logging.Handler):
     """Writes ``pitfalls.progress`` records live on the terminal (capture suspended), in the controlling process.
 
-    Under ``-n N`` the controller does the one-time work that needs no model on a worker first (dequantizing a
-    preset, generating the default dataset), so it is shown once; what workers do later is in their logs.
+    Under ``-n N`` the controller dequantizes a preset model itself once the workers have collected benchmark cases
+    and before it sends them any, so that long step is shown once; what workers do later is in their logs.
     """
 
     def __init__(self, config: pytest.Config) -> None:
         super().__init__(logging.INFO)
         self.config = config
+        self.prepared = False
 
     def emit(self, record: logging.LogRecord) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -82,7 +84,12 @@ class TerminalProgress(logging.Handler):
 
         LOGGER.setLevel(logging.INFO)
         LOGGER.addHandler(self)
-        if getattr(self.config.option, "numprocesses", None) and not self.config.getoption("collectonly"):
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        """Under -n: once a worker has collected benchmark cases, prepare the model here before any case is sent."""
+        if not self.prepared and any(CASE_ITEM.search(nodeid) for nodeid in ids):
+            self.prepared = True
             prepare_once(self.config)
 
     @pytest.hookimpl
@@ -92,11 +99,16 @@ class TerminalProgress(logging.Handler):
         LOGGER.removeHandler(self)
 
 
+CASE_ITEM = re.compile(r"\[(coverage|reverse|composite|easy|hard)-\d{4}-")  # the id of an item that runs a benchmark case
+
+
 def prepare_once(config: pytest.Config) -> None:
-    """Before workers start: the dataset generated and a GGUF preset dequantized, once, with the messages shown here."""
+    """Before any case reaches a worker: a GGUF preset dequantized, once, with its message shown here.
+
+    (The workers generate a missing default dataset while collecting, under a lock: seconds.)
+    """
     options = config.stash[STATE].options
     try:
-        dataset_of(config)
         from editkit.presets import GGUF_PRESETS
 
         if options.model in GGUF_PRESETS:
