@@ -56,6 +56,7 @@ class Chain:
     restart_every: int | None = None  # cases per segment (None: the whole chain is one segment)
     journal: WeightJournal = field(init=False)
     edits_applied: int = 0  # in the current segment
+    case_start: int = 0  # edits_applied when the current case began (after a segment restart, if one was due)
     cases_run: int = 0  # in the current segment
     segment: int = 0
     seconds: float = 0.0
@@ -66,13 +67,17 @@ class Chain:
 
     # The chain's edits ----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def case(self) -> Iterator[Chain]:
-        """A case's edits made on the chain: they stay when the case ends (the case is one more link)."""
+    def start_case(self) -> None:
+        """Before a case scores anything: end the segment first when it is due, so the case's M0 is what it edits."""
         if self.guard.damaged:
             raise ModelDamaged(self.guard.damaged)
         if self.restart_every and self.cases_run >= self.restart_every:
             self.restore()
+        self.case_start = self.edits_applied
+
+    @contextlib.contextmanager
+    def case(self) -> Iterator[Chain]:
+        """A case's edits made on the chain: they stay when the case ends (the case is one more link)."""
         try:
             yield self
         finally:

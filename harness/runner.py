@@ -93,7 +93,8 @@ class CaseRunner:
         """Scores of ``objects`` for the fact; ``original``: the model is the unedited one (cached on disk when possible)."""
         start = time.perf_counter()
         prompts = prompt_set(relation, subject, self._paraphrases)
-        if original and self.original_scores is not None and self.chain is None:
+        model_is_original = self.chain is None or self.chain.edits_applied == 0
+        if original and self.original_scores is not None and model_is_original:
             result = self.original_scores.scores(prompts, list(objects), lambda: self.scorer.fact_scores(prompts, list(objects)))
         else:
             result = self.scorer.fact_scores(prompts, list(objects))
@@ -116,6 +117,15 @@ class CaseRunner:
                         f"case {case.case_id}: {fill(template, fact.subject.label)[:60]!r} + {obj[:40]!r} is {len(encoded.ids)} "
                         f"tokens; this model takes {limit} here ({CONTEXT_MARGIN_TOKENS} kept for context templates)")
 
+    def _use_paraphrases(self, case: Case, paraphrases: dict[str, tuple[str, ...]] | None = None) -> None:
+        """The paraphrases a case is scored with: given ones, else its dataset's, else none."""
+        if paraphrases is not None:
+            self._paraphrases = paraphrases
+        elif case.source and self.dataset is not None:
+            self._paraphrases = self.dataset.prompts_for(case)
+        else:
+            self._paraphrases = {}
+
     @property
     def dataset(self) -> Dataset | None:
         if callable(self._dataset):
@@ -125,19 +135,13 @@ class CaseRunner:
     def run(self, case: Case, paraphrases: dict[str, tuple[str, ...]] | None = None) -> CaseRecord:
         """Run ``case``; its relations' paraphrases come from ``paraphrases``, else from the dataset it was loaded from
         (a hand-written case without either is scored on its rewrite prompt alone)."""
-        if paraphrases is not None:
-            self._paraphrases = paraphrases
-        elif case.source and self.dataset is not None:
-            self._paraphrases = self.dataset.prompts_for(case)
-        else:
-            self._paraphrases = {}
+        self._use_paraphrases(case, paraphrases)
         self._edit_seconds = self._eval_seconds = 0.0
         self._applied = []
         self.check_fits(case)
+        if self.chain is not None:
+            self.chain.start_case()
         seed = case_seed(self.seed, case.case_id)
-        position = self.chain.edits_applied if self.chain is not None else None
-        if self.chain is not None and self.chain.restart_every and self.chain.cases_run >= self.chain.restart_every:
-            position = 0  # this case starts a new segment on the original model
         if isinstance(case, ConflictCase):
             scores, values, notes = self._run_conflict(case, seed)
         else:
@@ -155,7 +159,7 @@ class CaseRunner:
             edits=self._applied, notes=notes, device=str(self.editor.loaded.device),
         )
         if self.chain is not None:
-            self._chain_fields(record, case, position)
+            self._chain_fields(record, case)
         return record
 
     # Sequential mode -----------------------------------------------------------------------
@@ -164,21 +168,21 @@ class CaseRunner:
         """On the original model, before a chain's first edit: each round case's M0 scores, for its original-model reading."""
         for case in cases:
             if isinstance(case, RoundCase) and case.case_id not in self._original_m0:
-                self._paraphrases = self.dataset.prompts_for(case) if case.source and self.dataset is not None else {}
+                self._use_paraphrases(case)
                 edit = case.edit
                 objects = [edit.object.label, *(e.label for e in case.other_objects), edit.new_object.label]
-                self._original_m0[case.case_id] = self._score(case, edit.subject.label, edit.relation, objects)
+                self._original_m0[case.case_id] = self._score(case, edit.subject.label, edit.relation, objects, original=True)
 
-    def _chain_fields(self, record: CaseRecord, case: Case, position: int | None) -> None:
+    def _chain_fields(self, record: CaseRecord, case: Case) -> None:
         chain = self.chain
-        record.chain, record.chain_position, record.chain_segment = chain.chain_id, position, chain.segment
+        record.chain, record.chain_position, record.chain_segment = chain.chain_id, chain.case_start, chain.segment
         if isinstance(case, RoundCase) and case.case_id in self._original_m0:
             k = 1 + len(case.other_objects)
             m0, m2 = self._original_m0[case.case_id], record.scores["m2_true"] + [record.scores["m2_new"]]
             ir = M.ignore_rate(m0[1:k], m2[1:k])
             record.original_metrics = {"IR": ir, "FR": M.failure_rate(ir), "D": M.distortion(m0[:k], m2[:k])}
             record.scores["m0_original_true"] = m0[:k]
-        before, after = position or 0, chain.edits_applied
+        before, after = chain.case_start, chain.edits_applied
         if self.retention_every and before // self.retention_every != after // self.retention_every:
             case_edits = list(case.edits) if isinstance(case, ConflictCase) else [case.edit]
             start = time.perf_counter()

@@ -111,3 +111,16 @@ def test_chains_are_dealt_from_the_selected_cases(published, cache_dir, tmp_path
     chains = per_chain(lines)
     assert sorted(len(rows) for rows in chains.values()) == [4, 4]
     assert all([row[0] for row in rows] == [0, 2, 4, 6] for rows in chains.values())  # a round trip is two edits
+
+
+def test_a_segment_restart_comes_before_the_next_case_scores_its_m0(tiny_loader, cache_dir, published):
+    """--sequential 1: every case starts on the original model, so its M0 is the original model's."""
+    loaded = tiny_loader("tiny-llama")
+    dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=3)
+    runner = chain_runner(loaded, make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000)), dataset)
+    runner.chain.restart_every = 1
+    runner.score_originals(dataset.cases["easy"])
+    records_ = [runner.run(case) for case in dataset.cases["easy"]]
+    assert [r.chain_position for r in records_] == [0, 0, 0] and [r.chain_segment for r in records_] == [0, 1, 2]
+    for record in records_:
+        assert record.scores["m0_true"] == record.scores["m0_original_true"]
