@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from editkit import tiny_models
 from editkit.cache import locked
+from editkit.messages import first_line
 from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, looks_like_path, package_dir
 from editkit.progress import step
 
@@ -152,10 +153,9 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
         except (OSError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(
                 f"--model {name}: not a preset ({', '.join(preset_names())}), not a local model folder, "
-                f"and not loadable from the Hugging Face hub: {first_line}"
+                f"and not loadable from the Hugging Face hub: {first_line(exc)}"
             ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

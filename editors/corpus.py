@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from editkit.messages import first_line
+
 GENSIM_WIKI = "gensim-wiki"
 _GENSIM_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_WORDS = 20  # shorter paragraphs are mostly captions and list debris
@@ -130,11 +132,6 @@ def _text_file(path: Path) -> Corpus:
     return Corpus(str(path), digest, tuple(paragraphs), stats_name=f"{path.stem}-{digest}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _folder_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -171,7 +168,7 @@ def _hf_dataset(spec: str) -> Corpus:
             else:
                 dataset = datasets.load_dataset(str(folder), config or None, split="train")
         except Exception as exc:  # datasets raises many types for a folder it cannot read
-            raise CorpusError(f"--stats-corpus {spec}: cannot read {folder} as a dataset ({_first_line(exc)}); give a folder "
+            raise CorpusError(f"--stats-corpus {spec}: cannot read {folder} as a dataset ({first_line(exc, 200)}); give a folder "
                               "written by datasets' save_to_disk, or one of json/parquet/text files with a 'text' column") from None
         digest, stats_name = _folder_digest(folder), f"{folder.name}-{_folder_digest(folder)}"
     else:
@@ -182,7 +179,7 @@ def _hf_dataset(spec: str) -> Corpus:
         except Exception as exc:  # offline, unknown name, gated: all end here
             where = f"'{name}'" + (f", '{config}'" if config else "")
             raise CorpusError(
-                f"--stats-corpus {spec}: the dataset is not available here ({_first_line(exc)}); on a machine with internet run "
+                f"--stats-corpus {spec}: the dataset is not available here ({first_line(exc, 200)}); on a machine with internet run "
                 f"python -c \"import datasets; datasets.load_dataset({where}, split='train').save_to_disk('DIR')\" "
                 f"and pass --stats-corpus hf:DIR, or give --stats-dir with the reference's .npz statistics") from None
         digest = hashlib.sha256(f"{name}:{config}".encode()).hexdigest()[:12]

@@ -29,9 +29,10 @@ import torch
 
 from editkit.cache import atomic_replace, cached_tensors, locked
 from editkit.models import LoadedModel
-from editkit.nethook import Trace
+from editkit.nethook import Trace, get_module
 from editkit.progress import LOGGER
 from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
+from editors.representations import out_in_shape
 
 if TYPE_CHECKING:
     from editkit.contract import EditorSettings
@@ -188,14 +189,6 @@ class StatsSource:
         return self.path.with_name(f"{self.path.stem}_{suffix}.pt")
 
 
-def _in_features(loaded: LoadedModel, module_name: str) -> int | None:
-    module = dict(loaded.model.named_modules()).get(module_name)
-    weight = getattr(module, "weight", None)
-    if weight is None:
-        return None
-    return int(weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1])
-
-
 def stats_source(loaded: LoadedModel, settings: EditorSettings, module_name: str, n_samples: int, dtype_name: str,
                  corpus: Corpus | None = None) -> StatsSource:
     """The file holding (or to hold) ``C`` for this module; loads the corpus only when it must."""
@@ -229,7 +222,7 @@ def second_moment_stats(loaded: LoadedModel, settings: EditorSettings, module_na
         return cached_tensors(source.path, lambda: collect_second_moment(loaded, module_name, corpus, settings.stats_tokens, n_samples))
     with locked(source.path):
         if source.path.is_file():
-            return read_reference_stats(source.path, _in_features(loaded, module_name))
+            return read_reference_stats(source.path, out_in_shape(get_module(loaded.model, module_name))[1])
         try:
             corpus = load_corpus(settings.stats_corpus)
         except CorpusError as exc:

@@ -103,5 +103,4 @@ def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNe
                                  f"for {name}={getattr(hp, name)}: train one (python -m editors.mend.train) or change the checkpoint")
     network = build_network(loaded, hp)
     network.load_state_dict(state.get("best_network") or state["network"])  # the best validated network, else the last
-    network.original = False
     return network

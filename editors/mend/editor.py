@@ -63,7 +63,7 @@ class MEND(Editor):
 
     def describe(self) -> dict[str, Any]:
         return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), "checkpoint": str(self.checkpoint),
-                "original_network": bool(getattr(self.network, "original", False))}
+                "original_network": self.network.original}
 
     def declared_parameters(self) -> list[str]:
         return [f"{name}.weight" for name in module_names(self.hparams)]

@@ -86,6 +86,7 @@ class MENDNetwork(nn.Module):
                  relu_last: bool = False) -> None:
         super().__init__()
         self.relu_last = relu_last
+        self.original = False  # mapped from a network the original MEND code trained (editors/mend/original.py)
         self.param_names = list(shapes)
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         by_shape: dict[tuple[int, int], list[str]] = {}

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from editkit.messages import first_line
 from editors.mend.network import MENDNetwork
 
 
@@ -47,8 +48,8 @@ def load_checkpoint_file(path: Path) -> Any:
         with torch.serialization.safe_globals([GPT2Config, GPTJConfig]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unpickling error names the object it refused
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise OriginalCheckpointError(f"MEND checkpoint {path}: cannot be loaded with weights_only=True ({first})") from None
+        raise OriginalCheckpointError(f"MEND checkpoint {path}: cannot be loaded with weights_only=True "
+                                      f"({first_line(exc, 300)})") from None
 
 
 def original_tensors(raw: Any, path: Path) -> dict[str, torch.Tensor] | None:

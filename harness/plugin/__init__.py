@@ -21,6 +21,7 @@ import re
 
 import pytest
 
+from benchmark.splits import SPLITS
 from harness.plugin import hookspecs
 from harness.plugin.options import STATE, PluginState, RunOptions, add_options, check_options, dataset_of, is_worker
 
@@ -99,7 +100,7 @@ class TerminalProgress(logging.Handler):
         LOGGER.removeHandler(self)
 
 
-CASE_ITEM = re.compile(r"\[(coverage|reverse|composite|easy|hard)-\d{4}-")  # the id of an item that runs a benchmark case
+CASE_ITEM = re.compile(r"\[(" + "|".join(map(re.escape, SPLITS)) + r")-\d{4}-")  # the id of an item that runs a benchmark case
 
 
 def prepare_once(config: pytest.Config) -> None:
@@ -115,8 +116,6 @@ def prepare_once(config: pytest.Config) -> None:
             from editkit.models import dequantized_folder
 
             dequantized_folder(options.model, GGUF_PRESETS[options.model], options.cache_path)
-    except pytest.UsageError:
-        raise
     except Exception:  # the workers meet the same problem and report it as one line; nothing is lost here
         return
 

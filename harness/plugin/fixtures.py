@@ -98,7 +98,7 @@ def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: R
         "model": run_options.model, "model_family": loaded_model.family, "model_fingerprint": loaded_model.fingerprint,
         "dtype": run_options.dtype, "editor": f"{editor.name}+MLE" if run_options.mle else editor.name, "editor_class": f"{type(editor).__module__}:{type(editor).__qualname__}",
         **editor.describe(),
-        "seed": run_options.seed, "mle": run_options.mle, "dataset_dir": pytestconfig.stash[STATE].dataset_root, "limit": run_options.limit,
+        "seed": run_options.seed, "mle": run_options.mle, "dataset_dir": dataset_root, "limit": run_options.limit,
         "paper_setting": not differs, "paper_setting_differs": differs,
         "sequential": run_options.sequential, "retention_every": run_options.retention_every,
         "retention_sample": run_options.retention_sample,
