@@ -9,12 +9,19 @@ and only the positions that are needed are projected onto the vocabulary
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The body's name for a key/value cache argument: ``cache`` from transformers 5.x, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
 
 
 def vocabulary_logits(
@@ -24,13 +31,18 @@ def vocabulary_logits(
     rows: torch.Tensor,
     positions: torch.Tensor,
     position_ids: torch.Tensor | None = None,
+    past_key_values: Any = None,
 ) -> torch.Tensor:
     """Logits at ``(rows[i], positions[i])`` only: body forward, then the LM head on those states.
 
     The body's last hidden state is already final-normalised in every
     transformers causal LM; the head and Gemma-style soft-capping follow.
+    With ``past_key_values`` (a transformers cache of the earlier columns),
+    ``input_ids`` are the columns after them, ``positions`` index into those,
+    and ``attention_mask`` covers both.
     """
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    cached = {cache_keyword(model): past_key_values, "use_cache": True} if past_key_values is not None else {"use_cache": False}
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **cached).last_hidden_state
     logits = model.get_output_embeddings()(hidden[rows, positions])
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     if cap:

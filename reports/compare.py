@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2)
     parser.add_argument("-k", dest="keyword", default=None)
     parser.add_argument("--out", default="results/compare")
+    parser.add_argument("--resume", action="store_true", help="go on with the runs in --out: skip the cases they hold")
     args = parser.parse_args(argv)
     if args.editors is None:
         args.editors = default_editors()
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "pytest", str(REPO / "suites"), "--editor", name, "--record-only", "--limit", str(args.limit),
                "--results-dir", str(out), "--run-name", spec.replace("+", "-"), "-q", "-p", "no:cacheprovider"]
         cmd += ["--mle"] if flag else []
+        cmd += ["--resume"] if args.resume else []
         cmd += ["--model", args.model] if args.model else []
         cmd += ["--dataset-dir", args.dataset_dir] if args.dataset_dir else []
         cmd += ["-k", args.keyword] if args.keyword else []

@@ -111,3 +111,30 @@ def test_mle_edits_every_true_object_in_the_second_step(tiny_loader, cache_dir, 
     second_step = outcome.edits[1:]
     assert len(second_step) == len(case.true_objects)
     assert {e.split("-> ")[1].rstrip("]") for e in second_step} == {o.label for o in case.true_objects}
+
+
+@pytest.mark.parametrize("model_name", TINY)
+def test_value_optimisation_over_the_downstream_columns_equals_the_plain_one(tiny_loader, cache_dir, published, model_name):
+    """Reusing the columns left of the subject (key/value cache) changes no result, and the steps really skip them."""
+    from editors.value_optimization import ValueObjective, optimize_target
+
+    loaded = tiny_loader(model_name)
+    editor = make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
+    hp = editor.hparams
+    objective = ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
+    module = hp.rewrite_module_tmp.format(hp.layers[0])
+    templates = editor.context_templates()  # sampled (and cached) before the hook counts widths
+    widths: list[int] = []
+    hook = loaded.model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: widths.append(args[0].shape[1]))
+    try:
+        for edit in first_easy_edits(published, 3):
+            widths.clear()
+            plain = optimize_target(loaded, edit, templates, module, objective, reuse_prefix=False)
+            plain_widths = list(widths)
+            widths.clear()
+            reused = optimize_target(loaded, edit, templates, module, objective, reuse_prefix=True)
+            assert torch.allclose(reused, plain, rtol=1e-4, atol=1e-5 * plain.norm().item()), edit.describe()
+            prefix, *steps = widths
+            assert set(plain_widths) == {prefix + steps[0]} and set(steps) == {steps[0]} and steps[0] < plain_widths[0]
+    finally:
+        hook.remove()

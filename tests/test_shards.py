@@ -48,3 +48,13 @@ def test_three_shards_merged_give_the_unsplit_summary(published: Path, cache_dir
     assert partial.returncode == 0 and "missing shards: 2/3" in partial.stdout
     refused = merge("mixed", "shard1", "whole")
     assert refused.returncode == 2 and "error:" in refused.stderr and "Traceback" not in refused.stderr
+
+    # --resume: a run cut short (here: only two splits ran) goes on where it stopped and ends as the whole run.
+    run("--run-name", "resumed", "-k", "coverage or easy")
+    first = len((tmp_path / "resumed" / "cases.jsonl").read_text().splitlines())
+    proc = subprocess.run([*base, "--run-name", "resumed", "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert f"resume: {first} cases already recorded" in proc.stdout and f"{10 - first} to run" in proc.stdout
+    lines = (tmp_path / "resumed" / "cases.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and len({json.loads(line)["case_id"] for line in lines}) == 10
+    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["splits"] == whole

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import pytest
 
 from benchmark.datasets import Case
 from benchmark.splits import BENCHMARKS, SPLITS, splits_of
-from harness.plugin.options import STATE, dataset_of
+from harness.plugin.options import STATE, dataset_of, is_worker
+from harness.records import CASES_FILE, latest_per_case, read_cases
 
 CASE_ID_PROPERTY = "pitfalls_case_id"  # user property: {"case_id", "benchmark", "split", "index", "group"}
 # The benchmark files' parameters: which fixture a test asks for to receive the cases of a benchmark.
@@ -65,6 +67,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=skipped)
             items[:] = [item for item in items if not item.get_closest_marker("precheck")]
     _keep_shard(config, items)
+    _skip_recorded(config, items)
     if STATE in config.stash and config.stash[STATE].options.sequential is not None:
         _into_chains(config, items)
     for item in items:
@@ -88,6 +91,21 @@ def _keep_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
         config.hook.pytest_deselected(items=others)
         dropped = {id(item) for item in others}
         items[:] = [item for item in items if id(item) not in dropped]
+
+
+def _skip_recorded(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--resume``: deselect the cases whose last record in the run folder is finished (errors run again)."""
+    options = config.stash[STATE].options if STATE in config.stash else None
+    if options is None or not options.resume:
+        return
+    cases = Path(options.results_dir).expanduser() / options.run_name / CASES_FILE
+    done = {r.case_id for r in latest_per_case(read_cases(cases)) if r.ok} if cases.is_file() else set()
+    recorded = [item for item in items if (m := item.get_closest_marker("pitfalls_case")) and m.args[0]["case_id"] in done]
+    if recorded:
+        config.hook.pytest_deselected(items=recorded)
+        items[:] = [item for item in items if item not in recorded]
+    if not is_worker(config):
+        config.get_terminal_writer().line(f"resume: {len(recorded)} cases already recorded in {cases.parent}, {len(items)} to run")
 
 
 def chain_count(config: pytest.Config) -> int:

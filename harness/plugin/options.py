@@ -41,6 +41,7 @@ class RunOptions:
     retention_every: int = 10
     retention_sample: int = 20
     shard: str | None = None  # "K/N": run the K-th of N deterministic parts of the cases
+    resume: bool = False  # skip the cases the --run-name folder already holds a finished record of
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunOptions:
@@ -53,6 +54,7 @@ class RunOptions:
             stats_tokens=get("--stats-tokens"), cache_dir=get("--cache-dir"), shard=get("--shard"), stats_dir=get("--stats-dir"),
             hparams_set=tuple(get("--hparams-set") or ()), sequential=get("--sequential"),
             retention_every=get("--retention-every"), retention_sample=get("--retention-sample"),
+            resume=get("--resume"),
         )
 
     @property
@@ -112,6 +114,8 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--retention-sample", type=int, default=20, metavar="N", help="sequential mode: earlier edits checked each time (default 20)")
     group.addoption("--shard", default=None, metavar="K/N",
                     help="run the K-th of N parts of the cases (the same cases on any machine); merge with python -m reports merge")
+    group.addoption("--resume", action="store_true",
+                    help="go on with the --run-name folder: skip the cases it already holds a finished record of (same options)")
 
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -160,6 +164,11 @@ def check_options(options: RunOptions) -> None:
                                          or options.run_name in (".", "..")):
         raise pytest.UsageError(f"--run-name {options.run_name!r}: give a folder name (no path separators); "
                                 "--results-dir says where it goes")
+    if options.resume and not options.run_name:
+        raise pytest.UsageError("--resume: give the --run-name of the run to go on with (in --results-dir)")
+    if options.resume and options.sequential is not None:
+        raise pytest.UsageError("--resume: a --sequential chain depends on every earlier edit, so it cannot skip cases; "
+                                "start the chain again without --resume")
     results = Path(options.results_dir).expanduser()
     existing = next((p for p in (results, *results.parents) if p.exists()), None)
     if results.exists() and not results.is_dir():
