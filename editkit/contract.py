@@ -117,6 +117,20 @@ class Editor(abc.ABC):
         """The configuration to echo in results."""
         return {}
 
+    def prepare(self, edits: Sequence[Edit]) -> None:
+        """Optional: work ahead for ``edits`` that will each be applied, one case at a time, to the model as it is now.
+
+        With ``--case-batch K`` the harness calls it on the original model with
+        the first edit of each of the next K cases, before the first of them
+        runs; each case then applies its edit and the model is restored in
+        between. An editor may compute here, batched, what depends only on the
+        model as it is now (ROME's and MEMIT's value optimisation) and use it in
+        :meth:`apply` while the model is still in that state (it is again after
+        :meth:`model_restored`). It must not change the model. The default does
+        nothing: every edit is computed in ``apply``, as without case batching.
+        """
+        return None
+
     def model_restored(self) -> None:
         """The harness has put the model back to its original weights (after every case, at the end of a chain).
 

@@ -81,4 +81,5 @@ class AlphaEdit(MEMIT):
             self._earlier_keys[rewrite] = self._earlier_keys.get(rewrite, 0) + keys @ keys.T
 
     def model_restored(self) -> None:
+        super().model_restored()
         self._earlier_keys.clear()

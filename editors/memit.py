@@ -35,7 +35,7 @@ from editkit.nethook import get_module
 from editors.context_templates import context_templates
 from editors.representations import module_io_at, subject_io, subject_last_index, weight_update
 from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_moment
-from editors.value_optimization import ValueObjective, optimize_target
+from editors.value_optimization import PreparedTargets, ValueObjective
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ class MEMIT(Editor):
         check_memit_hparams(self.hparams_path, self.hparams, loaded)
         self._templates: list[str] | None = None
         self._cov: dict[str, torch.Tensor] = {}
+        self._prepared = PreparedTargets()  # --case-batch: targets optimised ahead on the unedited model
 
     def describe(self) -> dict[str, Any]:
         return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), **describe_stats(self.settings)}
@@ -135,12 +136,23 @@ class MEMIT(Editor):
     def declared_parameters(self) -> list[str]:
         return [f"{module_name(self.hparams.rewrite_module_tmp, layer)}.weight" for layer in self.hparams.layers]
 
+    def value_objective(self) -> ValueObjective:
+        hp = self.hparams
+        return ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
+
+    def prepare(self, edits: Sequence[Edit]) -> None:
+        """The residual targets of ``edits`` (each to be applied alone), in one batched optimisation."""
+        z_module = module_name(self.hparams.layer_module_tmp, self.hparams.layers[-1])
+        self._prepared.prepare(self.loaded, edits, self.context_templates(), z_module, self.value_objective())
+
+    def model_restored(self) -> None:
+        self._prepared.model_restored()
+
     def apply(self, edits: Sequence[Edit]) -> None:
         hp, model = self.hparams, self.loaded.model
-        templates = self.context_templates()
         z_module = module_name(hp.layer_module_tmp, hp.layers[-1])
-        objective = ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
-        zs = torch.stack([optimize_target(self.loaded, e, templates, z_module, objective) for e in edits], dim=1)
+        zs = self._prepared.targets(self.loaded, edits, self.context_templates(), z_module, self.value_objective()).T  # (hidden, n)
+        self._prepared.model_changed()
 
         for i, layer in enumerate(hp.layers):
             rewrite = module_name(hp.rewrite_module_tmp, layer)

@@ -15,7 +15,6 @@ import torch
 from editkit.facts import Edit, fill
 from editors.representations import subject_io
 from editors.rome import ROME
-from editors.value_optimization import ValueObjective, optimize_target
 
 
 class RROME(ROME):
@@ -23,9 +22,7 @@ class RROME(ROME):
     supports_batch = False
 
     def compute_right_vector(self, edit: Edit, module_name: str, left: torch.Tensor) -> torch.Tensor:
-        hp = self.hparams
-        objective = ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
-        target = optimize_target(self.loaded, edit, self.context_templates(), module_name, objective)
+        target = self.target(edit, module_name)
         templates = [fill(t, edit.relation.prompt) for t in self.context_templates()]
         inputs, outputs = subject_io(self.loaded, templates, edit.subject.label, module_name)
         return (target - outputs.mean(0)) / torch.dot(inputs.mean(0), left)

@@ -31,7 +31,7 @@ from editkit.nethook import get_module
 from editors.context_templates import context_templates
 from editors.representations import subject_io, weight_update
 from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_moment
-from editors.value_optimization import ValueObjective, optimize_target
+from editors.value_optimization import PreparedTargets, ValueObjective
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class ROME(Editor):
         check_rome_hparams(self.hparams_path, self.hparams, loaded)
         self._templates: list[str] | None = None
         self._inv_cov: dict[str, torch.Tensor] = {}  # per module, for this model only
+        self._prepared = PreparedTargets()  # --case-batch: targets optimised ahead on the unedited model
 
     def describe(self) -> dict[str, Any]:
         return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams), **describe_stats(self.settings)}
@@ -93,6 +94,22 @@ class ROME(Editor):
     def declared_parameters(self) -> list[str]:
         return [f"{module_name(self.hparams.rewrite_module_tmp, layer)}.weight" for layer in self.hparams.layers]
 
+    def value_objective(self) -> ValueObjective:
+        hp = self.hparams
+        return ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
+
+    def target(self, edit: Edit, module_name: str) -> torch.Tensor:
+        """The optimised output at ``module_name`` for ``edit`` (prepared ahead when valid)."""
+        return self._prepared.targets(self.loaded, [edit], self.context_templates(), module_name, self.value_objective())[0]
+
+    def prepare(self, edits: Sequence[Edit]) -> None:
+        """The first layer's targets of ``edits``, in one batched optimisation."""
+        name = module_name(self.hparams.rewrite_module_tmp, sorted(self.hparams.layers)[0])
+        self._prepared.prepare(self.loaded, edits, self.context_templates(), name, self.value_objective())
+
+    def model_restored(self) -> None:
+        self._prepared.model_restored()
+
     def apply(self, edits: Sequence[Edit]) -> None:
         for edit in edits:  # ROME edits one fact at a time
             for layer in sorted(self.hparams.layers):
@@ -102,6 +119,7 @@ class ROME(Editor):
                 module = get_module(self.loaded.model, name)
                 with torch.no_grad():
                     module.weight += weight_update(module, torch.outer(right, left)).to(module.weight.dtype)
+                self._prepared.model_changed()
 
     def compute_left_vector(self, edit: Edit, module_name: str) -> torch.Tensor:
         """``u``: the whitened, normalised key of the subject, averaged over context templates."""
@@ -114,8 +132,6 @@ class ROME(Editor):
 
     def compute_right_vector(self, edit: Edit, module_name: str, left: torch.Tensor) -> torch.Tensor:
         """``v``: optimise the module's output at the subject, then solve ``W k + u·k v = target``."""
-        hp = self.hparams
-        objective = ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
-        target = optimize_target(self.loaded, edit, self.context_templates(), module_name, objective)
+        target = self.target(edit, module_name)
         cur_input, cur_output = subject_io(self.loaded, [edit.relation.prompt], edit.subject.label, module_name)
         return (target - cur_output[0]) / torch.dot(cur_input[0], left)

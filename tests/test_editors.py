@@ -50,13 +50,13 @@ def test_single_edits_win_and_undo_is_exact(tiny_loader, cache_dir, published, e
 @pytest.mark.parametrize("model_name", TINY)
 def test_memit_batch_of_8_reaches_every_target(tiny_loader, cache_dir, published, model_name, monkeypatch):
     """MEMIT's contract: after the batch update, each subject's residual stream is at its optimised target."""
-    import editors.memit as memit_module
+    import editors.value_optimization as value_module
 
     loaded = tiny_loader(model_name)
     editor = make_editor("memit", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
     targets = []
-    optimize = memit_module.optimize_target
-    monkeypatch.setattr(memit_module, "optimize_target", lambda *a, **k: targets.append(optimize(*a, **k)) or targets[-1])
+    optimize = value_module.optimize_targets
+    monkeypatch.setattr(value_module, "optimize_targets", lambda *a, **k: targets.extend(optimize(*a, **k)) or torch.stack(targets))
     edits = first_easy_edits(published, 8)
     z_module = editor.hparams.layer_module_tmp.format(editor.hparams.layers[-1])
     _, z_before = editor._subject_outputs(edits, z_module)
@@ -138,3 +138,34 @@ def test_value_optimisation_over_the_downstream_columns_equals_the_plain_one(tin
             assert set(plain_widths) == {prefix + steps[0]} and set(steps) == {steps[0]} and steps[0] < plain_widths[0]
     finally:
         hook.remove()
+
+
+@pytest.mark.parametrize("editor_name", ["rome", "r-rome", "memit", "alphaedit"])
+def test_prepared_edits_equal_unprepared_ones(tiny_loader, cache_dir, published, editor_name):
+    """Editor.prepare (case batching) changes no update: not for the prepared edits on the unedited model, and not for
+    a prepared edit applied after another edit (the model has changed, so its target is optimised again)."""
+    from editkit.contract import declared_names
+
+    loaded = tiny_loader("tiny-llama")
+    editor = make_editor(editor_name, loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
+    edits = first_easy_edits(published, 3)
+    declared = declared_names(editor, loaded.model)
+    params = dict(loaded.model.named_parameters())
+    original = {name: params[name].detach().clone() for name in declared}
+
+    def updates(prepare: bool) -> list[dict[str, torch.Tensor]]:
+        if prepare:
+            editor.prepare(edits)
+        result = []
+        for i, edit in enumerate(edits):
+            with editing(loaded.model, editor):
+                editor.apply([edit])
+                result.append({name: params[name].detach() - original[name] for name in declared})
+                editor.apply([edits[(i + 1) % len(edits)]])  # on the edited model: never a prepared target
+                result.append({name: params[name].detach() - original[name] for name in declared})
+        return result
+
+    plain, prepared = updates(False), updates(True)
+    for a, b in zip(plain, prepared):
+        for name in declared:
+            assert (a[name] - b[name]).norm() <= 1e-3 * a[name].norm(), (editor_name, name)

@@ -33,13 +33,13 @@ def first_easy_edits(published: Path, n: int):
 def test_r_rome_writes_the_target_for_the_template_averaged_key(tiny_loader, cache_dir, published, monkeypatch):
     """r-ROME's fix: the averaged output over context templates lands exactly on the optimised value (ROME's only
     on the plain prompt)."""
-    import editors.r_rome as r_rome_module
+    import editors.value_optimization as value_module
 
     loaded = tiny_loader("tiny-gpt2")
     editor = make_editor("r-rome", loaded, settings(cache_dir))
     targets = []
-    optimize = r_rome_module.optimize_target
-    monkeypatch.setattr(r_rome_module, "optimize_target", lambda *a, **k: targets.append(optimize(*a, **k)) or targets[-1])
+    optimize = value_module.optimize_targets
+    monkeypatch.setattr(value_module, "optimize_targets", lambda *a, **k: targets.extend(optimize(*a, **k)) or torch.stack(targets))
     edit = first_easy_edits(published, 1)[0]
     rewrite = module_name(editor.hparams.rewrite_module_tmp, editor.hparams.layers[0])
     templates = [fill(t, edit.relation.prompt) for t in editor.context_templates()]
