@@ -172,6 +172,26 @@ class ModelGuard:
             self.damaged = f"{what} ({changed[0]!r}) and could not be restored"
         return f"{what}: {changed[0] if changed else problems[0]}"
 
+    def prepare(self, editor: Editor, edits: Sequence[Edit], seed: int) -> float:
+        """``editor.prepare(edits)`` on the original model, which it must leave as it is; returns its seconds."""
+        if self.damaged:
+            raise ModelDamaged(self.damaged)
+        versions = self._versions()
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        try:
+            editor.prepare(edits)
+        except Exception as exc:
+            message = " ".join(str(exc).split())[:400] or type(exc).__name__
+            raise EditFailure(f"editor {editor.name!r} raised {type(exc).__name__} in prepare() for {len(edits)} edits "
+                              f"(--case-batch): {message}") from exc
+        seconds = time.perf_counter() - start
+        written = [n for n, v in self._versions().items() if versions.get(n) != v]
+        if written or self._state_problems():
+            problem = self.check_untouched(f"editor {editor.name!r} changed the model in prepare(), which must not")
+            raise EditFailure(problem or f"editor {editor.name!r} changed {written[0]!r} in prepare(), which must not")
+        return seconds
+
     # The case -------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -68,12 +68,15 @@ class CaseRunner:
         self.model = editor.loaded.model
         self.guard = guard or ModelGuard(self.model)
         self._edit_seconds = 0.0
+        self._edit_seconds_ahead = 0.0  # Editor.prepare's time, counted in the next case
         self._eval_seconds = 0.0
         self._applied: list[str] = []
         self.chain: Chain | None = None
         self.retention_every, self.retention_sample = retention_every, retention_sample
         self._original_m0: dict[str, list[float]] = {}  # round case id -> its M0 scores on the original model (sequential)
         self.original_scores = original_scores  # M0 scores on disk, shared by every editor's run on this model
+        self.prepared_batch: str | None = None  # --case-batch: the batch whose first edits were last worked out ahead
+        self._prepare_note = ""
 
     def _edits(self):
         """Where a case's edits go: the guard's per-case undo, or the chain (sequential mode)."""
@@ -126,6 +129,27 @@ class CaseRunner:
         else:
             self._paraphrases = {}
 
+    def prepare(self, cases: Sequence[Case]) -> None:
+        """``--case-batch``: the edits ``cases`` make on the original model, worked out ahead in one batch (``Editor.prepare``).
+
+        Those are each case's first edit, and coverage's e2 alone ("Single"). The
+        time is counted in the next case's edit seconds, with a note.
+        """
+        edits: list[Edit] = []
+        for case in cases:
+            if isinstance(case, RoundCase):
+                edits.append(case.edit)
+            else:
+                edits.append(case.edits[0])
+                if case.split == "coverage" and self.chain is None:
+                    edits.append(case.edits[1])
+        edits = list(dict.fromkeys(edits))
+        if not edits or type(self.editor).prepare is Editor.prepare:
+            return
+        seconds = self.guard.prepare(self.editor, edits, case_seed(self.seed, cases[0].case_id))
+        self._edit_seconds_ahead = seconds
+        self._prepare_note = f"worked out the first edits of {len(cases)} cases ahead (--case-batch): {seconds:.2f} s counted here"
+
     @property
     def dataset(self) -> Dataset | None:
         if callable(self._dataset):
@@ -136,7 +160,9 @@ class CaseRunner:
         """Run ``case``; its relations' paraphrases come from ``paraphrases``, else from the dataset it was loaded from
         (a hand-written case without either is scored on its rewrite prompt alone)."""
         self._use_paraphrases(case, paraphrases)
-        self._edit_seconds = self._eval_seconds = 0.0
+        self._edit_seconds, self._eval_seconds = self._edit_seconds_ahead, 0.0
+        self._edit_seconds_ahead = 0.0
+        prepare_note, self._prepare_note = self._prepare_note, ""
         self._applied = []
         self.check_fits(case)
         if self.chain is not None:
@@ -146,6 +172,8 @@ class CaseRunner:
             scores, values, notes = self._run_conflict(case, seed)
         else:
             scores, values, notes = self._run_round(case, seed)
+        if prepare_note:
+            notes.append(prepare_note)
         for name, value in values.items():
             if value != value:  # NaN
                 raise FloatingPointError(f"case {case.case_id}: metric {name} is NaN (scores {scores})")

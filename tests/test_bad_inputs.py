@@ -84,6 +84,8 @@ CATALOGUE: list[Bad] = [
     Bad("run-name-path", ["--run-name", "a/b"], "--run-name 'a/b': give a folder name (no path separators)"),
     Bad("shard-beyond-count", ["--shard", "4/3"], "--shard '4/3': expected K/N with 1 <= K <= N, e.g. --shard 2/8"),
     Bad("shard-not-a-fraction", ["--shard", "half"], "--shard 'half': expected K/N with 1 <= K <= N"),
+    Bad("case-batch-zero", ["--case-batch", "0"], "--case-batch 0: give K >= 1 cases worked out together"),
+    Bad("case-batch-in-a-chain", ["--case-batch", "4", "--sequential"], "--case-batch: in --sequential mode every edit is made"),
     Bad("resume-without-run-name", ["--resume"], "--resume: give the --run-name of the run to go on with"),
     Bad("resume-a-chain", ["--resume", "--run-name", "r", "--sequential"], "--resume: a --sequential chain depends on every earlier edit"),
     Bad("results-dir-is-file", ["--results-dir", "{tmp}/afile"], "/afile: is a file, not a folder", setup=write("tmp/afile", "x")),

@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = RunOptions.from_config(config)
     check_options(options)
     config.stash[STATE] = PluginState(options)
-    if options.sequential is not None:  # each chain runs on one worker, in order: xdist's loadgroup distribution
+    if options.sequential is not None or options.case_batch > 1:  # a chain or batch runs on one worker: loadgroup
         if is_worker(config):
             config.option.loadgroup = True
         elif getattr(config.option, "numprocesses", None):

@@ -25,6 +25,7 @@ MARKERS = {
     "slow": "end-to-end runs on a real pretrained model (minutes on CPU)",
     "pitfalls_case": "set by the plugin: the identity of the case an item runs",
     "pitfalls_chain": "set by the plugin in sequential mode: the chain an item's case joins",
+    "pitfalls_batch": "set by the plugin with --case-batch: the group of cases whose first edits are worked out together",
     "precheck": "the conflict pre-check on every case of the dataset (no model; collected only when -m names it)",
 }
 
@@ -70,6 +71,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _skip_recorded(config, items)
     if STATE in config.stash and config.stash[STATE].options.sequential is not None:
         _into_chains(config, items)
+    elif STATE in config.stash and config.stash[STATE].options.case_batch > 1:
+        _into_batches(config, items, config.stash[STATE].options.case_batch)
     for item in items:
         marker = item.get_closest_marker("pitfalls_case")
         if marker is not None:
@@ -134,6 +137,24 @@ def _into_chains(config: pytest.Config, items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.pitfalls_chain(chain))
         item.add_marker(pytest.mark.xdist_group(chain))
     items[:] = cases + others
+
+
+def _into_batches(config: pytest.Config, items: list[pytest.Item], size: int) -> None:
+    """``--case-batch K``: consecutive selected cases in groups of K, each group sent to one worker (loadgroup)."""
+    from _pytest.mark import deselect_by_keyword, deselect_by_mark
+
+    deselect_by_keyword(items, config)  # as for chains: batches are made of the cases that will run
+    deselect_by_mark(items, config)
+    cases = [item for item in items if item.get_closest_marker("pitfalls_case")]
+    for position, item in enumerate(cases):
+        batch = f"batch-{position // size + 1}"
+        item.add_marker(pytest.mark.pitfalls_batch(batch))
+        item.add_marker(pytest.mark.xdist_group(batch))
+
+
+def batch_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("pitfalls_batch")
+    return marker.args[0] if marker else None
 
 
 def chain_of(item: pytest.Item) -> str | None:

@@ -157,6 +157,22 @@ def _join_chain(request: pytest.FixtureRequest, case_runner, run_options: RunOpt
     case_runner.score_originals(cases)  # the original-model reading, before the chain's first edit
 
 
+def _prepare_batch(request: pytest.FixtureRequest, case_runner) -> None:
+    """``--case-batch``: on the first case of a batch this worker meets, work out the batch's first edits ahead."""
+    from harness.plugin.collection import CASE_ARGUMENTS, batch_of
+
+    batch = batch_of(request.node)
+    if batch is None or case_runner.prepared_batch == batch:
+        return
+    case_runner.prepared_batch = batch  # once, also when it fails: the batch's cases then edit one at a time
+    cases = []
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if batch_of(item) == batch:
+            cases += [params[arg] for arg in CASE_ARGUMENTS if arg in params]
+    case_runner.prepare(cases)
+
+
 @pytest.fixture
 def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_options: RunOptions):
     """Run a case, attach its record to the report, and fail the item if its pitfall showed or the edit failed."""
@@ -174,6 +190,7 @@ def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_option
         if run_options.sequential is not None:
             _join_chain(request, case_runner, run_options)
         try:
+            _prepare_batch(request, case_runner)
             record = case_runner.run(case, paraphrases)
         except (EditFailure, CaseInputError) as exc:
             chain = case_runner.chain
