@@ -19,6 +19,13 @@ and checks that every tensor is bit for bit what it was. A violation, or an exce
 recorded as that case's error (naming the editor and the parameter); the
 model is restored and the next case runs on the original weights.
 
+Optional work ahead. With ``--case-batch K`` the harness first calls
+:meth:`Editor.prepare` with the edits the next K cases will make on the
+original model; an editor may compute them together there (one batched pass
+instead of K) and use the result in ``apply`` while the model is unchanged.
+It must not change the model (the guard checks, as after an edit), and the
+updates must equal those made without it (the contract checker compares).
+
 Inputs. ``edits`` is a list of :class:`editkit.facts.Edit`: ``subject``,
 ``object`` (the fact's current object), ``new_object`` (``Entity(id, label)``)
 and ``relation`` (``Relation(id, prompt, query, label)``, where ``prompt`` is

@@ -10,6 +10,8 @@ per check, what was found:
 * the same edit under the same seed gives the same weights (determinism);
 * no hook left on a module, no ``requires_grad``, train/eval mode or config change;
 * an exception inside ``apply`` (reported, not a crash);
+* for an editor with ``prepare`` (``--case-batch``): it leaves the model untouched, and a prepared edit gives the
+  unprepared edit's update (to 1e-3 of the update's norm);
 * edit efficacy on the small model (the new object beats the old one; informational only).
 
 Exit status 0 when every check passed, 1 on a violation, 2 on a usage error.
@@ -67,6 +69,7 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
                         ("all parameters" if declared_raw == ALL_PARAMETERS else f"{len(declared)}: {', '.join(declared[:4])}"
                          + (" ..." if len(declared) > 4 else ""))))
     original = parameter_digest(model)
+    original_values = {name: t.detach().clone() for name, t in named_tensors(model).items() if name in declared}
     state = ModelState.read(model)
     guard = ModelGuard(model, reload=reload)
     scorer = Scorer(model, loaded.tokenizer)
@@ -105,6 +108,19 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
         checks.append(Check("deterministic under the same seed", same, "identical weights" if same else "weights differ"))
     if editor.supports_batch:
         one_run(list(edits[:3]), f"batch of {len(edits[:3])}")
+    if type(editor).prepare is not Editor.prepare:  # --case-batch: work ahead must leave the model and change no update
+        try:
+            guard.prepare(editor, list(edits[:3]), seed)
+            checks.append(Check("prepare() leaves the model untouched", True, "untouched"))
+        except EditFailure as exc:
+            checks.append(Check("prepare() leaves the model untouched", False, str(exc)))
+        prepared = one_run([edits[0]], "prepared edit")
+        if first is not None and prepared is not None:
+            gaps = [float((prepared[n] - first[n]).norm() / max(float((first[n] - original_values[n]).norm()), 1e-12))
+                    for n in first if n in prepared]
+            close = first.keys() == prepared.keys() and max(gaps, default=0.0) <= 1e-3
+            checks.append(Check("prepared edit equals the unprepared one", close,
+                                f"largest difference {max(gaps, default=0.0):.1e} of the update" if gaps else "different tensors"))
     now = ModelState.read(model)
     hooks_left = now.hooks - state.hooks
     checks.append(Check("no hooks left behind", not hooks_left, f"{len(hooks_left)} left" if hooks_left else "none"))

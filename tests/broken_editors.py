@@ -121,3 +121,19 @@ class FailsThirdEdit(_Nudges):
         super().apply(edits)
         if self.calls == 3:
             raise FloatingPointError("injected failure on the third edit")
+
+
+class ChangesInPrepare(_Nudges):
+    """Writes a weight in ``prepare`` (through ``.data``, which no version counter sees); prepare must leave the model."""
+
+    name = "changes-in-prepare"
+
+    def prepare(self, edits):
+        self.loaded.model.get_parameter("model.norm.weight").data += 1.0
+
+
+class RaisesInPrepare(_Nudges):
+    name = "raises-in-prepare"
+
+    def prepare(self, edits):
+        raise RuntimeError("injected failure while preparing")

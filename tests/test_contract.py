@@ -164,3 +164,22 @@ def test_an_editor_that_changes_the_model_while_built_is_refused(published, cach
     done = records(tmp_path / "built" / "cases.jsonl")
     assert [r["status"] for r in done] == ["error"]
     assert "editor 'changes-while-built' changed the model while being built: model.norm.weight" in done[0]["error"]
+
+
+@pytest.mark.parametrize(("broken", "expected"), [
+    ("ChangesInPrepare", "editor 'changes-in-prepare' changed the model in prepare(), which must not: model.norm.weight"),
+    ("RaisesInPrepare", "editor 'raises-in-prepare' raised RuntimeError in prepare() for 2 edits (--case-batch): injected"),
+])
+def test_a_prepare_that_breaks_the_contract_is_one_error_and_the_model_stays_original(tiny_loader, cache_dir, published, broken,
+                                                                                       expected):
+    loaded = tiny_loader("tiny-llama")
+    original = parameter_digest(loaded.model)
+    dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=2)
+    guard = ModelGuard(loaded.model, reload=lambda: reload_weights(loaded, cache_dir))
+    runner = CaseRunner(make_editor(f"tests.broken_editors:{broken}", loaded, settings(cache_dir)),
+                        Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard)
+    with pytest.raises(EditFailure) as failure:
+        runner.prepare(dataset.cases["easy"])
+    assert str(failure.value).startswith(expected)
+    assert parameter_digest(loaded.model) == original
+    assert runner.run(dataset.cases["easy"][0]).status == "ok"  # the cases then edit one at a time
