@@ -24,7 +24,7 @@ import torch
 from editkit.facts import Edit, fill
 from editkit.models import LoadedModel
 from editkit.nethook import Trace
-from editkit.scoring import encode_completion, pad_batch, vocabulary_logits
+from editkit.scoring import cache_keyword, encode_completion, pad_batch, vocabulary_logits
 from editors.representations import subject_last_index
 
 KL_TEMPLATES = ["{} is a"]
@@ -88,9 +88,9 @@ def optimize_targets(
     prefix = None
     if start:
         with torch.no_grad():
-            prefix = model.base_model(
-                input_ids=ids[:, :start], attention_mask=mask[:, :start], position_ids=positions[:, :start], use_cache=True
-            ).past_key_values
+            out = model.base_model(input_ids=ids[:, :start], attention_mask=mask[:, :start], position_ids=positions[:, :start],
+                                   use_cache=True)
+            prefix = out[cache_keyword(model)]
 
     # Logits needed (columns counted from ``start``): each rewriting row's target tokens, and the subject of the KL rows.
     rows, cols, tokens, weights = [], [], [], []
