@@ -114,10 +114,13 @@ class Scorer:
             self._encoded[key] = encode_completion(self.tokenizer, prompt, obj)
         return self._encoded[key]
 
-    @torch.no_grad()
     def object_probabilities(self, prompts: Sequence[str], objects: Sequence[str]) -> np.ndarray:
         """``P(o | p)`` for every prompt (rows) and object (columns)."""
-        labels = [(p, o) for p in prompts for o in objects]
+        return self.pair_probabilities([(p, o) for p in prompts for o in objects]).reshape(len(prompts), len(objects))
+
+    @torch.no_grad()
+    def pair_probabilities(self, labels: Sequence[tuple[str, str]]) -> np.ndarray:
+        """``P(o | p)`` for every ``(p, o)``, in padded batches of ``max_rows``."""
         pairs = [self._encode(p, o) for p, o in labels]
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -146,8 +149,18 @@ class Scorer:
             )
             counts = torch.tensor([len(e.ids) - e.prompt_len for e in chunk], dtype=torch.float64, device=device)
             probs[start : start + len(chunk)] = torch.exp(sums / counts).cpu().numpy()
-        return probs.reshape(len(prompts), len(objects))
+        return probs
 
     def fact_scores(self, prompts: Sequence[str], objects: Sequence[str]) -> list[float]:
         """``score(s, r, o)`` for each object: the mean of ``P(o | p)`` over the prompt set."""
         return [float(v) for v in self.object_probabilities(prompts, objects).mean(axis=0)]
+
+    def many_fact_scores(self, facts: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[float]]:
+        """:meth:`fact_scores` of several ``(prompts, objects)`` facts, all their pairs in the same batches."""
+        labels = [(p, o) for prompts, objects in facts for p in prompts for o in objects]
+        probs, result, start = self.pair_probabilities(labels), [], 0
+        for prompts, objects in facts:
+            size = len(prompts) * len(objects)
+            result.append([float(v) for v in probs[start : start + size].reshape(len(prompts), len(objects)).mean(axis=0)])
+            start += size
+        return result

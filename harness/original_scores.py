@@ -40,7 +40,14 @@ class OriginalScores:
             self.hits += 1
             return list(self._scores[key])
         self.misses += 1
-        value = [float(v) for v in compute()]
+        return self.store(prompts, objects, compute())
+
+    def has(self, prompts: Sequence[str], objects: Sequence[str]) -> bool:
+        return self.key(prompts, objects) in self._scores
+
+    def store(self, prompts: Sequence[str], objects: Sequence[str], scores: Sequence[float]) -> list[float]:
+        """Keep scores computed elsewhere (several facts scored in one batched call)."""
+        key, value = self.key(prompts, objects), [float(v) for v in scores]
         self._scores[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"), open(self.path, "a", encoding="utf-8") as handle:

@@ -44,6 +44,17 @@ def _facts_scored(case: Case) -> list[Fact]:
     return facts
 
 
+def original_facts(case: Case) -> list[tuple[str, Relation, list[str]]]:
+    """``(subject, relation, objects)`` a case scores on the unedited model: RoundEdit's M0, composite's tied fact."""
+    if isinstance(case, RoundCase):
+        e = case.edit
+        return [(e.subject.label, e.relation, [e.object.label, *(o.label for o in case.other_objects), e.new_object.label])]
+    if case.split == "composite":
+        tied = case.triples[case.prerequisites[0]]
+        return [(tied.subject.label, tied.relation, [tied.object.label])]
+    return []
+
+
 def case_seed(base_seed: int, case_id: str) -> int:
     """A seed per case, stable across runs, workers and collection order."""
     return int.from_bytes(hashlib.sha256(f"{base_seed}:{case_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
@@ -69,6 +80,7 @@ class CaseRunner:
         self.guard = guard or ModelGuard(self.model)
         self._edit_seconds = 0.0
         self._edit_seconds_ahead = 0.0  # Editor.prepare's time, counted in the next case
+        self._eval_seconds_ahead = 0.0  # the batched unedited-model scoring's time, likewise
         self._eval_seconds = 0.0
         self._applied: list[str] = []
         self.chain: Chain | None = None
@@ -144,11 +156,36 @@ class CaseRunner:
                 if case.split == "coverage" and self.chain is None:
                     edits.append(case.edits[1])
         edits = list(dict.fromkeys(edits))
+        scored = self._score_originals_together(cases)
         if not edits or type(self.editor).prepare is Editor.prepare:
             return
         seconds = self.guard.prepare(self.editor, edits, case_seed(self.seed, cases[0].case_id))
         self._edit_seconds_ahead = seconds
-        self._prepare_note = f"worked out the first edits of {len(cases)} cases ahead (--case-batch): {seconds:.2f} s counted here"
+        self._prepare_note = (f"worked out the first edits of {len(cases)} cases ahead (--case-batch): {seconds:.2f} s counted here"
+                              + (f"; {scored} unedited-model facts scored together" if scored else ""))
+
+    def _score_originals_together(self, cases: Sequence[Case]) -> int:
+        """The unedited model's facts of ``cases`` not yet on disk, scored in one batched call and stored; how many."""
+        if self.original_scores is None or self.chain is not None:
+            return 0
+        wanted: dict[str, tuple[list[str], list[str]]] = {}
+        for case in cases:
+            try:
+                self._use_paraphrases(case)
+                self.check_fits(case)
+            except CaseInputError:
+                continue  # the case reports it when it runs
+            for subject, relation, objects in original_facts(case):
+                prompts = prompt_set(relation, subject, self._paraphrases)
+                if not self.original_scores.has(prompts, objects):
+                    wanted[self.original_scores.key(prompts, objects)] = (prompts, objects)
+        if not wanted:
+            return 0
+        start = time.perf_counter()
+        for (prompts, objects), scores in zip(wanted.values(), self.scorer.many_fact_scores(list(wanted.values()))):
+            self.original_scores.store(prompts, objects, scores)
+        self._eval_seconds_ahead = time.perf_counter() - start
+        return len(wanted)
 
     @property
     def dataset(self) -> Dataset | None:
@@ -160,8 +197,8 @@ class CaseRunner:
         """Run ``case``; its relations' paraphrases come from ``paraphrases``, else from the dataset it was loaded from
         (a hand-written case without either is scored on its rewrite prompt alone)."""
         self._use_paraphrases(case, paraphrases)
-        self._edit_seconds, self._eval_seconds = self._edit_seconds_ahead, 0.0
-        self._edit_seconds_ahead = 0.0
+        self._edit_seconds, self._eval_seconds = self._edit_seconds_ahead, self._eval_seconds_ahead
+        self._edit_seconds_ahead = self._eval_seconds_ahead = 0.0
         prepare_note, self._prepare_note = self._prepare_note, ""
         self._applied = []
         self.check_fits(case)
@@ -228,7 +265,7 @@ class CaseRunner:
         s: dict[str, float] = {}
         tied = case.triples[case.prerequisites[0]] if case.split == "composite" else None
         if tied is not None:
-            (s["m0_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label], original=True)
+            (s["m0_tied"],) = self._score(case, *original_facts(case)[0], original=True)
         with self._edits() as journal:
             self._apply(journal, [e1], seed)
             (s["m1_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
@@ -266,8 +303,8 @@ class CaseRunner:
     def _run_round(self, case: RoundCase, seed: int) -> tuple[dict, dict, list[str]]:
         edit = case.edit
         subject, relation = edit.subject.label, edit.relation
-        true_labels = [edit.object.label] + [e.label for e in case.other_objects]
-        objects = true_labels + [edit.new_object.label]
+        _, _, objects = original_facts(case)[0]  # the true objects, then the new one
+        true_labels = objects[:-1]
         m0 = self._score(case, subject, relation, objects, original=True)
         with self._edits() as journal:
             self._apply(journal, [edit], seed)

@@ -24,7 +24,9 @@ def test_batched_cases_equal_the_unbatched_run(published: Path, cache_dir: Path,
             str(published / "GPT2-XL"), "--limit", "2", "--record-only", "--stats-tokens", "5000", "--results-dir", str(tmp_path),
             "--editor", editor]
     for name, extra in (("plain", []), ("batched", ["--case-batch", str(batch), "-n", workers])):
-        proc = subprocess.run([*base, "--run-name", name, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        # Each run with its own cache, so the batched run scores the unedited model itself (in one call per batch).
+        proc = subprocess.run([*base, "--run-name", name, "--cache-dir", str(tmp_path / f"cache-{name}"), *extra], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-2000:]
     plain, batched = records(tmp_path / "plain"), records(tmp_path / "batched")
     assert plain.keys() == batched.keys() and len(plain) == 10
@@ -42,3 +44,4 @@ def test_batched_cases_equal_the_unbatched_run(published: Path, cache_dir: Path,
         assert not ahead
     else:  # one batch of K per worker's group: ceil(10 / K) first cases carry the note
         assert len(ahead) == -(-10 // batch), [r["notes"] for r in ahead]
+        assert any("unedited-model facts scored together" in note for r in ahead for note in r["notes"])

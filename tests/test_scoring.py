@@ -40,6 +40,16 @@ def test_fact_score_is_the_mean_over_prompts(tiny_loader):
     assert scorer.fact_scores(PROMPTS, OBJECTS) == pytest.approx(table.mean(axis=0).tolist())
 
 
+def test_many_facts_in_one_call_equal_each_fact_alone(tiny_loader):
+    loaded = tiny_loader("tiny-llama")
+    scorer = Scorer(loaded.model, loaded.tokenizer, max_rows=7)  # batches that cut across facts
+    facts = [(PROMPTS[:2], OBJECTS[:3]), (PROMPTS[2:], OBJECTS[3:]), (PROMPTS[1:2], OBJECTS)]
+    together = scorer.many_fact_scores(facts)
+    assert [len(scores) for scores in together] == [3, 2, 5]
+    for (prompts, objects), scores in zip(facts, together):
+        assert scores == pytest.approx(scorer.fact_scores(prompts, objects), rel=1e-5)
+
+
 def test_completion_tokens_follow_the_prompt(tiny_loader):
     tok = tiny_loader("tiny-gpt2").tokenizer
     enc = encode_completion(tok, "The capital of France is", "Paris")
