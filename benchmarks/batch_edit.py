@@ -18,6 +18,7 @@ from benchmarks import dataset_dir_or_default
 from editkit.cache import default_cache_dir
 from editkit.contract import EditorSettings
 from editkit.fingerprints import parameter_digest
+from editkit.hparams import parse_hparams_set
 from editkit.models import load_model, resolve_device
 from editkit.scoring import Scorer
 from editkit.undo import editing
@@ -31,17 +32,21 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dataset-dir", default=None)
+    parser.add_argument("--hparams-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="replace one hyper-parameter of every editor's file, as the pytest option does (repeatable)")
     args = parser.parse_args()
+    values = tuple(parse_hparams_set(args.hparams_set).items())
     cache = default_cache_dir()
     args.dataset_dir = dataset_dir_or_default(args.dataset_dir, cache)
     edits = [c.edit for c in load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits).cases["easy"]]
     loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
     scorer = Scorer(loaded.model, loaded.tokenizer)
-    print(f"{args.model} on {loaded.device}, batch of {len(edits)} edits from {args.dataset_dir}")
+    print(f"{args.model} on {loaded.device}, batch of {len(edits)} edits from {args.dataset_dir}"
+          + (f", {' '.join(args.hparams_set)}" if args.hparams_set else ""))
     print("| editor | seconds | new beats old | mean P(new) | undo exact |")
     print("|---|---|---|---|---|")
     for name in args.editors:
-        editor = make_editor(name, loaded, EditorSettings(cache_dir=cache))
+        editor = make_editor(name, loaded, EditorSettings(cache_dir=cache, hparams_values=values))
         before = parameter_digest(loaded.model)
         with editing(loaded.model, editor):
             start = time.perf_counter()
