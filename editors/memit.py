@@ -136,14 +136,10 @@ class MEMIT(Editor):
     def declared_parameters(self) -> list[str]:
         return [f"{module_name(self.hparams.rewrite_module_tmp, layer)}.weight" for layer in self.hparams.layers]
 
-    def value_objective(self) -> ValueObjective:
-        hp = self.hparams
-        return ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
-
     def prepare(self, edits: Sequence[Edit]) -> None:
         """The residual targets of ``edits`` (each to be applied alone), in one batched optimisation."""
         z_module = module_name(self.hparams.layer_module_tmp, self.hparams.layers[-1])
-        self._prepared.prepare(self.loaded, edits, self.context_templates(), z_module, self.value_objective())
+        self._prepared.prepare(self.loaded, edits, self.context_templates(), z_module, ValueObjective.from_hparams(self.hparams))
 
     def model_restored(self) -> None:
         self._prepared.model_restored()
@@ -151,7 +147,7 @@ class MEMIT(Editor):
     def apply(self, edits: Sequence[Edit]) -> None:
         hp, model = self.hparams, self.loaded.model
         z_module = module_name(hp.layer_module_tmp, hp.layers[-1])
-        zs = self._prepared.targets(self.loaded, edits, self.context_templates(), z_module, self.value_objective()).T  # (hidden, n)
+        zs = self._prepared.targets(self.loaded, edits, self.context_templates(), z_module, ValueObjective.from_hparams(self.hparams)).T  # (hidden, n)
         self._prepared.model_changed()
 
         for i, layer in enumerate(hp.layers):

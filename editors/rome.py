@@ -94,18 +94,14 @@ class ROME(Editor):
     def declared_parameters(self) -> list[str]:
         return [f"{module_name(self.hparams.rewrite_module_tmp, layer)}.weight" for layer in self.hparams.layers]
 
-    def value_objective(self) -> ValueObjective:
-        hp = self.hparams
-        return ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
-
     def target(self, edit: Edit, module_name: str) -> torch.Tensor:
         """The optimised output at ``module_name`` for ``edit`` (prepared ahead when valid)."""
-        return self._prepared.targets(self.loaded, [edit], self.context_templates(), module_name, self.value_objective())[0]
+        return self._prepared.targets(self.loaded, [edit], self.context_templates(), module_name, ValueObjective.from_hparams(self.hparams))[0]
 
     def prepare(self, edits: Sequence[Edit]) -> None:
         """The first layer's targets of ``edits``, in one batched optimisation."""
         name = module_name(self.hparams.rewrite_module_tmp, sorted(self.hparams.layers)[0])
-        self._prepared.prepare(self.loaded, edits, self.context_templates(), name, self.value_objective())
+        self._prepared.prepare(self.loaded, edits, self.context_templates(), name, ValueObjective.from_hparams(self.hparams))
 
     def model_restored(self) -> None:
         self._prepared.model_restored()

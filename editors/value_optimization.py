@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -38,6 +39,11 @@ class ValueObjective:
     weight_decay: float
     kl_factor: float
     clamp_norm_factor: float
+
+    @classmethod
+    def from_hparams(cls, hp: Any) -> ValueObjective:
+        """From an editor's hyper-parameters, which name these fields as the reference does (``v_num_grad_steps``, ...)."""
+        return cls(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
 
 
 def optimize_target(

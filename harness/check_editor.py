@@ -69,7 +69,6 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
                         ("all parameters" if declared_raw == ALL_PARAMETERS else f"{len(declared)}: {', '.join(declared[:4])}"
                          + (" ..." if len(declared) > 4 else ""))))
     original = parameter_digest(model)
-    original_values = {name: t.detach().clone() for name, t in named_tensors(model).items() if name in declared}
     state = ModelState.read(model)
     guard = ModelGuard(model, reload=reload)
     scorer = Scorer(model, loaded.tokenizer)
@@ -116,7 +115,8 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
             checks.append(Check("prepare() leaves the model untouched", False, str(exc)))
         prepared = one_run([edits[0]], "prepared edit")
         if first is not None and prepared is not None:
-            gaps = [float((prepared[n] - first[n]).norm() / max(float((first[n] - original_values[n]).norm()), 1e-12))
+            restored = named_tensors(model)  # the original values again (the undo checks above say so)
+            gaps = [float((prepared[n] - first[n]).norm() / max(float((first[n] - restored[n]).norm()), 1e-12))
                     for n in first if n in prepared]
             close = first.keys() == prepared.keys() and max(gaps, default=0.0) <= 1e-3
             checks.append(Check("prepared edit equals the unprepared one", close,

@@ -234,9 +234,7 @@ class CaseRunner:
         for case in cases:
             if isinstance(case, RoundCase) and case.case_id not in self._original_m0:
                 self._use_paraphrases(case)
-                edit = case.edit
-                objects = [edit.object.label, *(e.label for e in case.other_objects), edit.new_object.label]
-                self._original_m0[case.case_id] = self._score(case, edit.subject.label, edit.relation, objects, original=True)
+                self._original_m0[case.case_id] = self._score(case, *original_facts(case)[0], original=True)
 
     def _chain_fields(self, record: CaseRecord, case: Case) -> None:
         chain = self.chain

@@ -121,7 +121,7 @@ def test_value_optimisation_over_the_downstream_columns_equals_the_plain_one(tin
     loaded = tiny_loader(model_name)
     editor = make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
     hp = editor.hparams
-    objective = ValueObjective(hp.v_num_grad_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
+    objective = ValueObjective.from_hparams(hp)
     module = hp.rewrite_module_tmp.format(hp.layers[0])
     templates = editor.context_templates()  # sampled (and cached) before the hook counts widths
     widths: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,22 @@ def case_runner(pytestconfig: pytest.Config, editor, loaded_model, model_guard, 
             warnings.warn(f"sequential mode: {problem}", stacklevel=1)
 
 
+def _cases_of(session: pytest.Session, belongs: Callable[[pytest.Item], bool]) -> list:
+    """The benchmark cases of the session's items that ``belongs`` picks (a chain, a batch), in collection order."""
+    from harness.plugin.collection import CASE_ARGUMENTS
+
+    cases = []
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if belongs(item):
+            cases += [params[arg] for arg in CASE_ARGUMENTS if arg in params]
+    return cases
+
+
 def _join_chain(request: pytest.FixtureRequest, case_runner, run_options: RunOptions) -> None:
     """Sequential mode: put the runner on this item's chain (restoring the model when a new chain starts)."""
     from harness.chain import Chain
-    from harness.plugin.collection import CASE_ARGUMENTS, chain_of
+    from harness.plugin.collection import chain_of
 
     chain_id = chain_of(request.node) or "chain-1-of-1"
     if case_runner.chain is not None and case_runner.chain.chain_id == chain_id:
@@ -149,28 +162,18 @@ def _join_chain(request: pytest.FixtureRequest, case_runner, run_options: RunOpt
     if case_runner.chain is not None:
         case_runner.chain.restore()
     case_runner.chain = Chain(case_runner.guard, case_runner.editor, chain_id, restart_every=run_options.sequential or None)
-    cases = []
-    for item in request.session.items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if chain_of(item) == chain_id:
-            cases += [params[arg] for arg in CASE_ARGUMENTS if arg in params]
-    case_runner.score_originals(cases)  # the original-model reading, before the chain's first edit
+    case_runner.score_originals(_cases_of(request.session, lambda item: chain_of(item) == chain_id))  # the original-model reading, before the chain's first edit
 
 
 def _prepare_batch(request: pytest.FixtureRequest, case_runner) -> None:
     """``--case-batch``: on the first case of a batch this worker meets, work out the batch's first edits ahead."""
-    from harness.plugin.collection import CASE_ARGUMENTS, batch_of
+    from harness.plugin.collection import batch_of
 
     batch = batch_of(request.node)
     if batch is None or case_runner.prepared_batch == batch:
         return
     case_runner.prepared_batch = batch  # once, also when it fails: the batch's cases then edit one at a time
-    cases = []
-    for item in request.session.items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if batch_of(item) == batch:
-            cases += [params[arg] for arg in CASE_ARGUMENTS if arg in params]
-    case_runner.prepare(cases)
+    case_runner.prepare(_cases_of(request.session, lambda item: batch_of(item) == batch))
 
 
 @pytest.fixture
