@@ -18,7 +18,7 @@ from benchmarks import dataset_dir_or_default
 from editkit.cache import default_cache_dir
 from editkit.contract import EditorSettings
 from editkit.fingerprints import parameter_digest
-from editkit.hparams import parse_hparams_set
+from editkit.hparams import HyperParamsError, parse_hparams_set
 from editkit.models import load_model, resolve_device
 from editkit.scoring import Scorer
 from editkit.undo import editing
@@ -35,7 +35,10 @@ def main() -> None:
     parser.add_argument("--hparams-set", action="append", default=[], metavar="KEY=VALUE",
                         help="replace one hyper-parameter of every editor's file, as the pytest option does (repeatable)")
     args = parser.parse_args()
-    values = tuple(parse_hparams_set(args.hparams_set).items())
+    try:
+        values = tuple(parse_hparams_set(args.hparams_set).items())
+    except HyperParamsError as exc:
+        parser.error(str(exc))
     cache = default_cache_dir()
     args.dataset_dir = dataset_dir_or_default(args.dataset_dir, cache)
     edits = [c.edit for c in load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits).cases["easy"]]
