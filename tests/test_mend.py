@@ -95,3 +95,22 @@ def test_a_network_trained_for_other_layers_is_refused_and_the_cache_is_keyed_by
     assert load_network(path, loaded, hp) is not None
     with pytest.raises(CheckpointMismatch, match=r"trained with layers=\[\d+(, \d+)*\], but the hyper-parameters ask for layers=\[0\]"):
         load_network(path, loaded, other)
+
+
+def test_training_on_first_use_gives_the_same_network_whatever_ran_before(tiny_loader, cache_dir, geography, tmp_path):
+    """The network's initial weights are drawn under the run's seed, not from whatever torch's generator holds."""
+    from editors.mend.train import train_on_first_use
+
+    loaded = tiny_loader("tiny-gpt2")
+    hp = dataclasses.replace(tiny_hparams(loaded), train_steps=4, val_every=4)
+    networks = []
+    for draws in (1, 1000):
+        torch.rand(draws)  # what a run did before: a different state of the global generator each time
+        state = torch.get_rng_state()
+        settings = EditorSettings(cache_dir=tmp_path / f"cache-{draws}", stats_tokens=5000)
+        (tmp_path / f"cache-{draws}").mkdir()
+        (tmp_path / f"cache-{draws}" / "datasets").symlink_to(cache_dir / "datasets")  # the generated geography data, shared
+        networks.append(torch.load(train_on_first_use(loaded, hp, settings), weights_only=True)["network"])
+        assert torch.equal(torch.get_rng_state(), state)  # and the run's own draws go on as if nothing was trained
+    assert networks[0].keys() == networks[1].keys()
+    assert all(torch.equal(networks[0][k], networks[1][k]) for k in networks[0])

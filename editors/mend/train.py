@@ -31,6 +31,7 @@ from editkit.cache import locked
 from editkit.contract import EditorSettings
 from editkit.facts import Edit, fill
 from editkit.hparams import as_dict, editor_hparams
+from editkit.low_rank import weight_update
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editkit.progress import step as one_time_step
@@ -38,7 +39,6 @@ from editkit.scoring import pad_batch, vocabulary_logits
 from editors.mend.config import HPARAMS_DIR, MENDHyperParams, build_network, checkpoint_paths, module_names
 from editors.mend.gradients import edit_batch, gradient_factors, swapped_weights, target_batch, target_nll
 from editors.mend.network import MENDNetwork
-from editors.representations import weight_update
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,11 @@ def train_on_first_use(loaded: LoadedModel, hp: MENDHyperParams, settings: Edito
             with one_time_step(f"MEND: no trained network for {loaded.name}; training one on the generated geography dataset "
                       f"({hp.train_steps} steps) into {out}"):
                 data = training_data([load_dataset(default_dataset_dir(settings.cache_dir))], holdout=20)
-                train(loaded, hp, data, out, seed=settings.seed, progress=False)
+                # The network's initial weights come from torch's generator: seeded here, so that the same run trains the
+                # same network whatever ran before it in this process, and forked, so the run's own draws do not change.
+                with torch.random.fork_rng(devices=[loaded.device] if loaded.device.type == "cuda" else []):
+                    torch.manual_seed(settings.seed)
+                    train(loaded, hp, data, out, seed=settings.seed, progress=False)
     return out
 
 
