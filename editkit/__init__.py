@@ -6,6 +6,7 @@
 * ``facts``: :class:`Edit`, :class:`Entity`, :class:`Relation`, :class:`Fact`, ``fill`` (prompt templates);
 * ``models``: :class:`LoadedModel` (model, tokenizer, device, family, fingerprint), ``load_model``;
 * ``nethook``: ``Trace`` (a reversible hook), ``get_module``;
+* ``low_rank``: ``LowRankUpdate`` (an update as factors), ``RowUpdates`` (each batch row sees its own update), ``weight_update``;
 * ``scoring``: ``Scorer``, ``encode_completion``, ``pad_batch``, ``vocabulary_logits``;
 * ``hparams``: flat hyper-parameter dataclasses read from JSON, ``module_name`` for module-name templates;
 * ``fingerprints``: per-tensor fingerprints and ``parameter_digest`` (exact-undo proofs);
@@ -25,6 +26,7 @@ _PUBLIC = {
     "Edit": "editkit.facts", "Entity": "editkit.facts", "Fact": "editkit.facts", "Relation": "editkit.facts", "fill": "editkit.facts",
     "LoadedModel": "editkit.models", "load_model": "editkit.models", "resolve_device": "editkit.models",
     "Trace": "editkit.nethook", "get_module": "editkit.nethook",
+    "LowRankUpdate": "editkit.low_rank", "RowUpdates": "editkit.low_rank", "weight_update": "editkit.low_rank",
     "Scorer": "editkit.scoring", "encode_completion": "editkit.scoring", "pad_batch": "editkit.scoring",
     "vocabulary_logits": "editkit.scoring",
     "HyperParamsError": "editkit.hparams", "load_hparams": "editkit.hparams", "module_name": "editkit.hparams",

@@ -25,6 +25,9 @@ original model; an editor may compute them together there (one batched pass
 instead of K) and use the result in ``apply`` while the model is unchanged.
 It must not change the model (the guard checks, as after an edit), and the
 updates must equal those made without it (the contract checker compares).
+An editor whose updates are low-rank may also offer
+:meth:`Editor.compute_updates`: then the K cases run together, each case's
+edited model a per-row hook on the original weights.
 
 Inputs. ``edits`` is a list of :class:`editkit.facts.Edit`: ``subject``,
 ``object`` (the fact's current object), ``new_object`` (``Entity(id, label)``)
@@ -70,6 +73,7 @@ from editkit.facts import Edit
 from editkit.hparams import editor_hparams
 
 if TYPE_CHECKING:
+    from editkit.low_rank import LowRankUpdate
     from editkit.models import LoadedModel
 
 ALL_PARAMETERS = "all"  # what an editor that cannot say which parameters it changes declares
@@ -135,6 +139,29 @@ class Editor(abc.ABC):
         :meth:`apply` while the model is still in that state (it is again after
         :meth:`model_restored`). It must not change the model. The default does
         nothing: every edit is computed in ``apply``, as without case batching.
+        """
+        return None
+
+    def compute_updates(self, edit_groups: Sequence[Sequence[Edit]],
+                        bases: Sequence[LowRankUpdate | None]) -> list[LowRankUpdate] | None:
+        """Optional: the update each group of edits would make, as low-rank factors, without changing the model.
+
+        Group ``i`` is what one :meth:`apply` call would get, on the model as it
+        is now plus ``bases[i]`` (the earlier edits of that group's case, as
+        factors; None: none). Return one :class:`editkit.low_rank.LowRankUpdate`
+        per group: for each changed module ``M``, ``(left, right)`` such that
+        ``apply`` would add ``left @ right.T`` (laid out ``(out, in)``) to
+        ``M.weight``; every other parameter unchanged. Compute the groups
+        together where you can (one batched optimisation for all of them);
+        with :meth:`editkit.low_rank.RowUpdates` a batch row sees its own base.
+
+        An editor that offers this lets ``--case-batch K`` run K cases
+        together, the edits that depend on each case's own edited model and the
+        scoring of those models included, while the weights stay original (the
+        guard checks they do). The updates must equal what :meth:`apply` does
+        (the contract checker compares), and depend on nothing but the model
+        and the edits (the K cases share one seed). The default returns None:
+        the cases then run one at a time.
         """
         return None
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from editkit.low_rank import LowRankUpdate, RowUpdates
+
 
 def cache_keyword(model: PreTrainedModel) -> str:
     """The body's name for a key/value cache argument: ``cache`` from transformers 5.x, ``past_key_values`` before."""
@@ -119,8 +121,12 @@ class Scorer:
         return self.pair_probabilities([(p, o) for p in prompts for o in objects]).reshape(len(prompts), len(objects))
 
     @torch.no_grad()
-    def pair_probabilities(self, labels: Sequence[tuple[str, str]]) -> np.ndarray:
-        """``P(o | p)`` for every ``(p, o)``, in padded batches of ``max_rows``."""
+    def pair_probabilities(self, labels: Sequence[tuple[str, str]], row_updates: RowUpdates | None = None,
+                           groups: Sequence[int] | None = None) -> np.ndarray:
+        """``P(o | p)`` for every ``(p, o)``, in padded batches of ``max_rows``.
+
+        With ``row_updates`` (hooks already on the model), pair ``i`` is scored on the model with ``groups[i]``'s update.
+        """
         pairs = [self._encode(p, o) for p, o in labels]
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -128,6 +134,8 @@ class Scorer:
         for start in range(0, len(pairs), self.max_rows):
             chunk = pairs[start : start + self.max_rows]
             ids, mask, position_ids, offsets = pad_batch([e.ids for e in chunk], pad_id, self.padding_side, device)
+            if row_updates is not None:
+                row_updates.groups = list(groups[start : start + len(chunk)])
             rows, cols, targets, owner = [], [], [], []
             for row, (enc, offset) in enumerate(zip(chunk, offsets)):
                 for pos in range(enc.prompt_len, len(enc.ids)):
@@ -155,10 +163,20 @@ class Scorer:
         """``score(s, r, o)`` for each object: the mean of ``P(o | p)`` over the prompt set."""
         return [float(v) for v in self.object_probabilities(prompts, objects).mean(axis=0)]
 
-    def many_fact_scores(self, facts: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[float]]:
-        """:meth:`fact_scores` of several ``(prompts, objects)`` facts, all their pairs in the same batches."""
+    def many_fact_scores(self, facts: Sequence[tuple[Sequence[str], Sequence[str]]],
+                         updates: Sequence[LowRankUpdate | None] | None = None) -> list[list[float]]:
+        """:meth:`fact_scores` of several ``(prompts, objects)`` facts, all their pairs in the same batches.
+
+        ``updates``: one per fact, the (low-rank) edit of the model that fact is scored on; the weights stay as they are.
+        """
         labels = [(p, o) for prompts, objects in facts for p in prompts for o in objects]
-        probs, result, start = self.pair_probabilities(labels), [], 0
+        if updates is None:
+            probs = self.pair_probabilities(labels)
+        else:
+            groups = [number for number, (prompts, objects) in enumerate(facts) for _ in range(len(prompts) * len(objects))]
+            with RowUpdates(self.model, updates) as row_updates:
+                probs = self.pair_probabilities(labels, row_updates, groups)
+        result, start = [], 0
         for prompts, objects in facts:
             size = len(prompts) * len(objects)
             result.append([float(v) for v in probs[start : start + size].reshape(len(prompts), len(objects)).mean(axis=0)])

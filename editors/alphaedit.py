@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from editkit.cache import cached_tensors
-from editkit.contract import EditorSettings
+from editkit.contract import Editor, EditorSettings
 from editkit.facts import Edit
 from editkit.hparams import bounded, module_name
 from editkit.models import LoadedModel
@@ -47,6 +47,9 @@ class AlphaEdit(MEMIT):
     name = "alphaedit"
     supports_batch = True
     hparams_class = AlphaEditHyperParams
+    # Not offered: an edit's update depends on the keys of its case's earlier edits, which a base's factors do not
+    # carry; with --case-batch its cases run one at a time (first edits prepared together).
+    compute_updates = Editor.compute_updates
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
@@ -64,14 +67,14 @@ class AlphaEdit(MEMIT):
             self._projections[rewrite] = stored["projection"].double().to(self.loaded.device)
         return self._projections[rewrite]
 
-    def layer_update(self, rewrite: str, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def layer_factors(self, rewrite: str, keys: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         projection = self.projection(rewrite)
         gram = keys @ keys.T
         if rewrite in self._earlier_keys:
             gram = gram + self._earlier_keys[rewrite]
         eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        update_in_out = torch.linalg.solve(projection @ gram + self.hparams.L2 * eye, projection @ keys @ residual.T)
-        return update_in_out.T
+        # dW^T = (P G + L2 I)^-1 P K R^T: (out, n) and (in, n) factors
+        return residual, torch.linalg.solve(projection @ gram + self.hparams.L2 * eye, projection @ keys)
 
     def after_update(self, edits: Sequence[Edit]) -> None:
         """Remember the batch's keys on the edited model, as the reference's ``cache_c``."""

@@ -35,7 +35,7 @@ class EMMET(MEMIT):
     supports_batch = True
     hparams_class = EMMETHyperParams
 
-    def layer_update(self, rewrite: str, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def layer_factors(self, rewrite: str, keys: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hp = self.hparams
         cov = hp.mom2_update_weight * self.covariance(rewrite).double()
         if hp.update_norm_lambda:
@@ -44,4 +44,4 @@ class EMMET(MEMIT):
         gram = keys.T @ whitened  # K^T C'^-1 K, (n, n)
         if gram.shape[0] > 1:
             gram = gram + hp.emmet_lambda * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        return residual @ torch.linalg.solve(gram, whitened.T)  # (out, in)
+        return residual, torch.linalg.solve(gram, whitened.T).T  # dW = R (K^T C'^-1 K)^-1 K^T C'^-1: (out, n), (in, n)

@@ -30,10 +30,11 @@ import torch
 from editkit.contract import Editor, EditorSettings
 from editkit.facts import Edit, fill
 from editkit.hparams import HyperParamsError, as_dict, bounded, check_modules, check_value_hparams, module_name
+from editkit.low_rank import LowRankUpdate, combined, uniform_update, weight_update
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.context_templates import context_templates
-from editors.representations import module_io_at, subject_io, subject_last_index, weight_update
+from editors.representations import module_io_at, subject_io, subject_last_index
 from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_moment
 from editors.value_optimization import PreparedTargets, ValueObjective
 
@@ -145,27 +146,58 @@ class MEMIT(Editor):
         self._prepared.model_restored()
 
     def apply(self, edits: Sequence[Edit]) -> None:
+        zs = self._targets(edits, [None] * len(edits))
+        self._prepared.model_changed()
+        update = self._update(edits, None, zs)
+        with torch.no_grad():
+            for name, (left, right) in update.factors.items():
+                module = get_module(self.loaded.model, name)
+                module.weight += weight_update(module, left @ right.T).to(module.weight.dtype)
+        self.after_update(edits)
+
+    def compute_updates(self, edit_groups: Sequence[Sequence[Edit]], bases: Sequence[LowRankUpdate | None]) -> list[LowRankUpdate]:
+        """Each group's update on the model plus its base, without writing it (``--case-batch``).
+
+        The targets of every group's edits are optimised in one batch (each row
+        on its own group's base); the layers then follow group by group, as in :meth:`apply`.
+        """
+        flat = [edit for group in edit_groups for edit in group]
+        zs = self._targets(flat, [base for group, base in zip(edit_groups, bases) for _ in group])
+        updates, start = [], 0
+        for group, base in zip(edit_groups, bases):
+            updates.append(self._update(group, base, zs[start : start + len(group)]))
+            start += len(group)
+        return updates
+
+    def _targets(self, edits: Sequence[Edit], bases: Sequence[LowRankUpdate | None]) -> torch.Tensor:
+        """``(n, hidden)``: the residual-stream targets at the last edited layer (prepared ahead where valid)."""
+        z_module = module_name(self.hparams.layer_module_tmp, self.hparams.layers[-1])
+        return self._prepared.targets(self.loaded, edits, self.context_templates(), z_module, ValueObjective.from_hparams(self.hparams),
+                                      bases)
+
+    def _update(self, edits: Sequence[Edit], base: LowRankUpdate | None, targets: torch.Tensor) -> LowRankUpdate:
+        """The spread of ``targets`` over the layers, each layer's keys and residuals read on the model plus ``base``
+        plus the layers below it (float64 factors)."""
         hp, model = self.hparams, self.loaded.model
         z_module = module_name(hp.layer_module_tmp, hp.layers[-1])
-        zs = self._prepared.targets(self.loaded, edits, self.context_templates(), z_module, ValueObjective.from_hparams(self.hparams)).T  # (hidden, n)
-        self._prepared.model_changed()
-
+        zs = targets.T  # (hidden, n)
+        self.context_templates()  # what depends on the unedited model only is computed outside the hooks
+        own: LowRankUpdate | None = None
         for i, layer in enumerate(hp.layers):
             rewrite = module_name(hp.rewrite_module_tmp, layer)
-            keys = self.edit_keys(edits, rewrite)  # (in, n)
-            _, current_z = self._subject_outputs(edits, z_module)
-            residual = (zs - current_z.T).double() / (len(hp.layers) - i)  # (hidden, n)
-            if hp.post_mlp_norm_tmp:
-                _, mlp_out = self._subject_outputs(edits, rewrite)
-                norm = get_module(model, module_name(hp.post_mlp_norm_tmp, layer))
-                residual = through_rms_norm(norm, mlp_out, residual.T.float(), hp.post_mlp_norm_ridge).T.double()
-            update = self.layer_update(rewrite, keys, residual)  # (out, in)
-            module = get_module(model, rewrite)
-            if not torch.isfinite(update).all():
+            with uniform_update(model, combined(base, own)):
+                keys = self.edit_keys(edits, rewrite)  # (in, n)
+                _, current_z = self._subject_outputs(edits, z_module)
+                residual = (zs - current_z.T).double() / (len(hp.layers) - i)  # (hidden, n)
+                if hp.post_mlp_norm_tmp:
+                    _, mlp_out = self._subject_outputs(edits, rewrite)
+                    norm = get_module(model, module_name(hp.post_mlp_norm_tmp, layer))
+                    residual = through_rms_norm(norm, mlp_out, residual.T.float(), hp.post_mlp_norm_ridge).T.double()
+            left, right = self.layer_factors(rewrite, keys, residual)  # (out, n), (in, n)
+            if not (torch.isfinite(left).all() and torch.isfinite(right).all()):
                 raise FloatingPointError(f"{self.name}: non-finite update at {rewrite} for {edits[0].describe()}")
-            with torch.no_grad():
-                module.weight += weight_update(module, update).to(module.weight.dtype)
-        self.after_update(edits)
+            own = combined(own, LowRankUpdate({rewrite: (left, right)}))
+        return own
 
     def edit_keys(self, edits: Sequence[Edit], rewrite: str) -> torch.Tensor:
         """The keys of ``edits`` at ``rewrite``: its input at each subject, averaged over context templates (in, n), float64."""
@@ -176,10 +208,16 @@ class MEMIT(Editor):
         ], dim=1).double()
 
     def layer_update(self, rewrite: str, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """MEMIT: ``dW = R K^T (lambda C + K K^T)^-1`` (float64, (out, in)) for keys ``K`` (in, n) and residuals ``R`` (out, n)."""
+        """The layer's update as one ``(out, in)`` matrix (float64)."""
+        left, right = self.layer_factors(rewrite, keys, residual)
+        return left @ right.T
+
+    def layer_factors(self, rewrite: str, keys: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MEMIT: ``dW = R K^T (lambda C + K K^T)^-1`` for keys ``K`` (in, n) and residuals ``R`` (out, n), as
+        ``(R, (lambda C + K K^T)^-1 K)``: rank at most n (float64)."""
         cov = self.covariance(rewrite).double()
         adjusted_keys = torch.linalg.solve(self.hparams.mom2_update_weight * cov + keys @ keys.T, keys)  # (in, n)
-        return residual @ adjusted_keys.T
+        return residual, adjusted_keys
 
     def after_update(self, edits: Sequence[Edit]) -> None:
         """Called once the batch is written (AlphaEdit remembers its keys here)."""

@@ -21,8 +21,7 @@ class RROME(ROME):
     name = "r-rome"
     supports_batch = False
 
-    def compute_right_vector(self, edit: Edit, module_name: str, left: torch.Tensor) -> torch.Tensor:
-        target = self.target(edit, module_name)
+    def compute_right_vector(self, edit: Edit, module_name: str, left: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         templates = [fill(t, edit.relation.prompt) for t in self.context_templates()]
         inputs, outputs = subject_io(self.loaded, templates, edit.subject.label, module_name)
         return (target - outputs.mean(0)) / torch.dot(inputs.mean(0), left)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.pytorch_utils import Conv1D
 
 from editkit.facts import fill
 from editkit.models import LoadedModel
@@ -42,14 +41,3 @@ def subject_io(loaded: LoadedModel, templates: list[str], subject: str, module_n
         loaded, [fill(t, subject) for t in templates], module_name,
         [subject_last_index(loaded.tokenizer, t, subject) for t in templates],
     )
-
-
-def weight_update(module: torch.nn.Module, update_out_in: torch.Tensor) -> torch.Tensor:
-    """An (out, in) update laid out like the module's weight: Conv1D stores (in, out), Linear (out, in)."""
-    return update_out_in.T if isinstance(module, Conv1D) else update_out_in
-
-
-def out_in_shape(module: torch.nn.Module) -> tuple[int, int]:
-    """The module weight's shape as ``(out, in)``, whatever its layout."""
-    shape = tuple(module.weight.shape)
-    return (shape[1], shape[0]) if isinstance(module, Conv1D) else (shape[0], shape[1])

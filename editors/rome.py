@@ -26,10 +26,11 @@ import torch
 from editkit.contract import Editor, EditorSettings
 from editkit.facts import Edit, fill
 from editkit.hparams import as_dict, bounded, check_modules, check_value_hparams, module_name
+from editkit.low_rank import LowRankUpdate, combined, uniform_update, weight_update
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.context_templates import context_templates
-from editors.representations import subject_io, weight_update
+from editors.representations import subject_io
 from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_moment
 from editors.value_optimization import PreparedTargets, ValueObjective
 
@@ -94,10 +95,6 @@ class ROME(Editor):
     def declared_parameters(self) -> list[str]:
         return [f"{module_name(self.hparams.rewrite_module_tmp, layer)}.weight" for layer in self.hparams.layers]
 
-    def target(self, edit: Edit, module_name: str) -> torch.Tensor:
-        """The optimised output at ``module_name`` for ``edit`` (prepared ahead when valid)."""
-        return self._prepared.targets(self.loaded, [edit], self.context_templates(), module_name, ValueObjective.from_hparams(self.hparams))[0]
-
     def prepare(self, edits: Sequence[Edit]) -> None:
         """The first layer's targets of ``edits``, in one batched optimisation."""
         name = module_name(self.hparams.rewrite_module_tmp, sorted(self.hparams.layers)[0])
@@ -110,12 +107,44 @@ class ROME(Editor):
         for edit in edits:  # ROME edits one fact at a time
             for layer in sorted(self.hparams.layers):
                 name = module_name(self.hparams.rewrite_module_tmp, layer)
-                left = self.compute_left_vector(edit, name)
-                right = self.compute_right_vector(edit, name, left)
+                update = self._update(edit, name, None)
                 module = get_module(self.loaded.model, name)
                 with torch.no_grad():
-                    module.weight += weight_update(module, torch.outer(right, left)).to(module.weight.dtype)
+                    module.weight += weight_update(module, update.dense(name)).to(module.weight.dtype)
                 self._prepared.model_changed()
+
+    def compute_updates(self, edit_groups: Sequence[Sequence[Edit]], bases: Sequence[LowRankUpdate | None]) -> list[LowRankUpdate]:
+        """Each group's rank-one updates on the model plus its base, without writing them (``--case-batch``).
+
+        The first edit of every group is optimised in one batch; further edits
+        of a group (and further layers) follow one at a time, each on the
+        group's base plus what the group has changed so far, as :meth:`apply` does.
+        """
+        layers = [module_name(self.hparams.rewrite_module_tmp, layer) for layer in sorted(self.hparams.layers)]
+        leading = self._prepared.targets(self.loaded, [group[0] for group in edit_groups], self.context_templates(), layers[0],
+                                         ValueObjective.from_hparams(self.hparams), bases)
+        updates = []
+        for group, base, target in zip(edit_groups, bases, leading):
+            own: LowRankUpdate | None = None
+            for number, edit in enumerate(group):
+                for name in layers:
+                    ready = target if number == 0 and name == layers[0] else None
+                    own = combined(own, self._update(edit, name, combined(base, own), ready))
+            updates.append(own or LowRankUpdate())
+        return updates
+
+    def _update(self, edit: Edit, name: str, base: LowRankUpdate | None, target: torch.Tensor | None = None) -> LowRankUpdate:
+        """The rank-one update of module ``name`` for ``edit`` on the model plus ``base`` (None: the model as it is)."""
+        self.context_templates()  # what depends on the unedited model only is computed outside the base's hooks
+        if self.hparams.mom2_adjustment:
+            self.inverse_covariance(name)
+        if target is None:  # prepared ahead when valid
+            target = self._prepared.targets(self.loaded, [edit], self.context_templates(), name,
+                                            ValueObjective.from_hparams(self.hparams), [base])[0]
+        with uniform_update(self.loaded.model, base):
+            left = self.compute_left_vector(edit, name)
+            right = self.compute_right_vector(edit, name, left, target)
+        return LowRankUpdate({name: (right[:, None], left[:, None])})
 
     def compute_left_vector(self, edit: Edit, module_name: str) -> torch.Tensor:
         """``u``: the whitened, normalised key of the subject, averaged over context templates."""
@@ -126,8 +155,7 @@ class ROME(Editor):
             u = self.inverse_covariance(module_name) @ u
         return u / u.norm()
 
-    def compute_right_vector(self, edit: Edit, module_name: str, left: torch.Tensor) -> torch.Tensor:
-        """``v``: optimise the module's output at the subject, then solve ``W k + u·k v = target``."""
-        target = self.target(edit, module_name)
+    def compute_right_vector(self, edit: Edit, module_name: str, left: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``v``: from the optimised output ``target`` at the subject, solve ``W k + u·k v = target``."""
         cur_input, cur_output = subject_io(self.loaded, [edit.relation.prompt], edit.subject.label, module_name)
         return (target - cur_output[0]) / torch.dot(cur_input[0], left)

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from editkit.cache import atomic_replace, cached_tensors, locked
+from editkit.low_rank import out_in_shape
 from editkit.models import LoadedModel
 from editkit.nethook import Trace, get_module
 from editkit.progress import LOGGER
 from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
-from editors.representations import out_in_shape
 
 if TYPE_CHECKING:
     from editkit.contract import EditorSettings

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from editkit.facts import Edit, fill
+from editkit.low_rank import LowRankUpdate, RowUpdates
 from editkit.models import LoadedModel
 from editkit.nethook import Trace
 from editkit.scoring import cache_keyword, encode_completion, pad_batch, vocabulary_logits
@@ -55,9 +56,13 @@ def optimize_target(
 
 def optimize_targets(
     loaded: LoadedModel, edits: Sequence[Edit], templates: list[str], module_name: str, objective: ValueObjective,
-    reuse_prefix: bool = True,
+    reuse_prefix: bool = True, bases: Sequence[LowRankUpdate | None] | None = None,
 ) -> torch.Tensor:
     """``(len(edits), hidden)``: each edit's ``v_init + delta``, optimised in one batch.
+
+    ``bases``: one per edit, the update already made to the model that edit is
+    optimised on (its case's earlier edits), added to its rows through hooks
+    while the weights stay as they are.
 
     Each row is padded on the left so that its subject's last token sits in one
     column. Nothing left of that column depends on the deltas, so with
@@ -90,88 +95,90 @@ def optimize_targets(
     for row, shift in enumerate(shifts):
         mask[row, :shift] = 0
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    start = column if reuse_prefix else 0
-    prefix = None
-    if start:
-        with torch.no_grad():
-            out = model.base_model(input_ids=ids[:, :start], attention_mask=mask[:, :start], position_ids=positions[:, :start],
-                                   use_cache=True)
-            prefix = out[cache_keyword(model)]
-
-    # Logits needed (columns counted from ``start``): each rewriting row's target tokens, and the subject of the KL rows.
-    rows, cols, tokens, weights = [], [], [], []
-    kl_rows = []
-    for row, seq in enumerate(sequences):
-        number = edit_of_row[row]
-        target_ids = targets_of_edit[number]
-        if row - first_row[number] >= len(templates):
-            kl_rows.append(row)
-            continue
-        prompt_end = shifts[row] + len(seq) - len(target_ids)  # the column that predicts the first target token
-        for j, token in enumerate(target_ids):
-            rows.append(row)
-            cols.append(prompt_end + j - start)
-            tokens.append(token)
-            weights.append(1.0 / (len(target_ids) * len(templates)))  # mean over templates of the per-token mean
-    n_edits, n_targets = len(edits), len(tokens)
-    all_rows = torch.tensor(rows + kl_rows, device=device)
-    all_cols = torch.tensor(cols + [column - start] * len(kl_rows), device=device)
-    token_tensor = torch.tensor(tokens, device=device)
-    weight_tensor = torch.tensor(weights, device=device)
-    edit_of_target = torch.tensor([edit_of_row[r] for r in rows], device=device)
-    edit_of_kl = torch.tensor([edit_of_row[r] for r in kl_rows], device=device)
     edit_rows = torch.tensor(edit_of_row, device=device)
-    batch_rows = torch.arange(len(sequences), device=device)
+    with RowUpdates(model, bases or []) as row_updates:  # no hooks without bases; before the delta's hook: bases are in v_init
+        row_updates.groups = edit_rows
+        start = column if reuse_prefix else 0
+        prefix = None
+        if start:
+            with torch.no_grad():
+                out = model.base_model(input_ids=ids[:, :start], attention_mask=mask[:, :start], position_ids=positions[:, :start],
+                                       use_cache=True)
+                prefix = out[cache_keyword(model)]
 
-    delta = torch.zeros(n_edits, model.config.get_text_config().hidden_size, device=device, requires_grad=True)
-    state: dict[str, torch.Tensor] = {}
+        # Logits needed (columns counted from ``start``): each rewriting row's target tokens, and the subject of the KL rows.
+        rows, cols, tokens, weights = [], [], [], []
+        kl_rows = []
+        for row, seq in enumerate(sequences):
+            number = edit_of_row[row]
+            target_ids = targets_of_edit[number]
+            if row - first_row[number] >= len(templates):
+                kl_rows.append(row)
+                continue
+            prompt_end = shifts[row] + len(seq) - len(target_ids)  # the column that predicts the first target token
+            for j, token in enumerate(target_ids):
+                rows.append(row)
+                cols.append(prompt_end + j - start)
+                tokens.append(token)
+                weights.append(1.0 / (len(target_ids) * len(templates)))  # mean over templates of the per-token mean
+        n_edits, n_targets = len(edits), len(tokens)
+        all_rows = torch.tensor(rows + kl_rows, device=device)
+        all_cols = torch.tensor(cols + [column - start] * len(kl_rows), device=device)
+        token_tensor = torch.tensor(tokens, device=device)
+        weight_tensor = torch.tensor(weights, device=device)
+        edit_of_target = torch.tensor([edit_of_row[r] for r in rows], device=device)
+        edit_of_kl = torch.tensor([edit_of_row[r] for r in kl_rows], device=device)
+        batch_rows = torch.arange(len(sequences), device=device)
 
-    def add_delta(output: torch.Tensor, _name: str) -> torch.Tensor:
-        if "init" not in state:  # recorded in the first pass, before any delta counts
-            state["init"] = output[first_row, column - start].detach().float().clone()
-        output = output.clone()
-        output[batch_rows, column - start] += delta[edit_rows].to(output.dtype)
-        return output
+        delta = torch.zeros(n_edits, model.config.get_text_config().hidden_size, device=device, requires_grad=True)
+        state: dict[str, torch.Tensor] = {}
 
-    optimizer = torch.optim.Adam([delta], lr=objective.lr)
-    kl_init = None
-    done = torch.zeros(n_edits, dtype=torch.bool, device=device)
-    final = torch.zeros_like(delta)
-    for step in range(objective.num_steps):
-        optimizer.zero_grad()
-        with Trace(model, module_name, retain_output=False, edit_output=add_delta):
-            cache = copy.deepcopy(prefix) if prefix is not None else None  # a step appends to the cache it is given
-            logits = vocabulary_logits(model, ids[:, start:], mask, all_rows, all_cols, positions[:, start:], cache)
-            log_probs = torch.log_softmax(logits, dim=-1)
-        token_lp = log_probs[:n_targets][torch.arange(n_targets, device=device), token_tensor]
-        nll = -torch.zeros(n_edits, device=device).index_add(0, edit_of_target, token_lp * weight_tensor)
-        kl_lp = log_probs[n_targets:]
-        if kl_init is None:
-            kl_init = kl_lp.detach().clone()
-        kl_per_row = torch.nn.functional.kl_div(kl_init, kl_lp, log_target=True, reduction="none").sum(-1)
-        kl = objective.kl_factor * torch.zeros(n_edits, device=device).index_add(0, edit_of_kl, kl_per_row) / len(KL_TEMPLATES)
-        init_norms = state["init"].norm(dim=1)
-        decay = objective.weight_decay * (delta.norm(dim=1) / init_norms**2)
-        losses = nll + kl + decay
-        values = losses.detach()
-        if not torch.isfinite(values[~done]).all():
-            bad = int(torch.nonzero(~torch.isfinite(values) & ~done)[0])
-            raise FloatingPointError(f"non-finite loss while optimising the value for {edits[bad].describe()}")
-        stopping = ~done & ((values < EARLY_STOP_LOSS) | (step == objective.num_steps - 1))
-        with torch.no_grad():
-            final[stopping] = delta[stopping]
-        done |= stopping
-        if bool(done.all()):
-            break
-        losses[~done].sum().backward()
-        optimizer.step()
-        with torch.no_grad():
-            delta[done] = final[done]  # finished edits keep the delta their loss was judged on
-            max_norms = objective.clamp_norm_factor * init_norms
-            norms = delta.norm(dim=1)
-            over = ~done & (norms > max_norms)
-            delta[over] = delta[over] * (max_norms[over] / norms[over]).unsqueeze(1)
-    return state["init"] + final
+        def add_delta(output: torch.Tensor, _name: str) -> torch.Tensor:
+            if "init" not in state:  # recorded in the first pass, before any delta counts
+                state["init"] = output[first_row, column - start].detach().float().clone()
+            output = output.clone()
+            output[batch_rows, column - start] += delta[edit_rows].to(output.dtype)
+            return output
+
+        optimizer = torch.optim.Adam([delta], lr=objective.lr)
+        kl_init = None
+        done = torch.zeros(n_edits, dtype=torch.bool, device=device)
+        final = torch.zeros_like(delta)
+        for step in range(objective.num_steps):
+            optimizer.zero_grad()
+            with Trace(model, module_name, retain_output=False, edit_output=add_delta):
+                cache = copy.deepcopy(prefix) if prefix is not None else None  # a step appends to the cache it is given
+                logits = vocabulary_logits(model, ids[:, start:], mask, all_rows, all_cols, positions[:, start:], cache)
+                log_probs = torch.log_softmax(logits, dim=-1)
+            token_lp = log_probs[:n_targets][torch.arange(n_targets, device=device), token_tensor]
+            nll = -torch.zeros(n_edits, device=device).index_add(0, edit_of_target, token_lp * weight_tensor)
+            kl_lp = log_probs[n_targets:]
+            if kl_init is None:
+                kl_init = kl_lp.detach().clone()
+            kl_per_row = torch.nn.functional.kl_div(kl_init, kl_lp, log_target=True, reduction="none").sum(-1)
+            kl = objective.kl_factor * torch.zeros(n_edits, device=device).index_add(0, edit_of_kl, kl_per_row) / len(KL_TEMPLATES)
+            init_norms = state["init"].norm(dim=1)
+            decay = objective.weight_decay * (delta.norm(dim=1) / init_norms**2)
+            losses = nll + kl + decay
+            values = losses.detach()
+            if not torch.isfinite(values[~done]).all():
+                bad = int(torch.nonzero(~torch.isfinite(values) & ~done)[0])
+                raise FloatingPointError(f"non-finite loss while optimising the value for {edits[bad].describe()}")
+            stopping = ~done & ((values < EARLY_STOP_LOSS) | (step == objective.num_steps - 1))
+            with torch.no_grad():
+                final[stopping] = delta[stopping]
+            done |= stopping
+            if bool(done.all()):
+                break
+            losses[~done].sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                delta[done] = final[done]  # finished edits keep the delta their loss was judged on
+                max_norms = objective.clamp_norm_factor * init_norms
+                norms = delta.norm(dim=1)
+                over = ~done & (norms > max_norms)
+                delta[over] = delta[over] * (max_norms[over] / norms[over]).unsqueeze(1)
+        return state["init"] + final
 
 
 class PreparedTargets:
@@ -191,12 +198,21 @@ class PreparedTargets:
         self._valid = True
 
     def targets(self, loaded: LoadedModel, edits: Sequence[Edit], templates: list[str], module_name: str,
-                objective: ValueObjective) -> torch.Tensor:
-        """``(len(edits), hidden)``: prepared targets where valid, the others optimised now (together)."""
-        ready = {e: self._targets.pop((e, module_name)) for e in edits if self._valid and (e, module_name) in self._targets}
-        missing = [e for e in edits if e not in ready]
-        fresh = dict(zip(missing, optimize_targets(loaded, missing, templates, module_name, objective))) if missing else {}
-        return torch.stack([ready[e] if e in ready else fresh[e] for e in edits])
+                objective: ValueObjective, bases: Sequence[LowRankUpdate | None] | None = None) -> torch.Tensor:
+        """``(len(edits), hidden)``: prepared targets where valid, the others optimised now (together).
+
+        ``bases``: per edit, an update the model it is optimised on carries beyond the weights (prepared targets
+        hold for edits without one).
+        """
+        bases = list(bases) if bases is not None else [None] * len(edits)
+        ready = {i: self._targets.pop((e, module_name)) for i, e in enumerate(edits)
+                 if bases[i] is None and self._valid and (e, module_name) in self._targets}
+        missing = [i for i in range(len(edits)) if i not in ready]
+        if missing:
+            fresh = optimize_targets(loaded, [edits[i] for i in missing], templates, module_name, objective,
+                                     bases=[bases[i] for i in missing])
+            ready.update(zip(missing, fresh))
+        return torch.stack([ready[i] for i in range(len(edits))])
 
     def model_changed(self) -> None:
         self._valid = False

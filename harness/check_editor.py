@@ -12,6 +12,9 @@ per check, what was found:
 * an exception inside ``apply`` (reported, not a crash);
 * for an editor with ``prepare`` (``--case-batch``): it leaves the model untouched, and a prepared edit gives the
   unprepared edit's update (to 1e-3 of the update's norm);
+* for an editor with ``compute_updates`` (``--case-batch`` runs whole cases together): it leaves the model untouched,
+  and its factors equal what ``apply`` writes, for an edit on the model and for an edit on top of an earlier one
+  (to 1e-3 of the update's norm);
 * edit efficacy on the small model (the new object beats the old one; informational only).
 
 Exit status 0 when every check passed, 1 on a violation, 2 on a usage error.
@@ -30,7 +33,9 @@ import torch
 from editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, declared_names
 from editkit.facts import Edit, Entity, Relation
 from editkit.fingerprints import named_tensors, parameter_digest
+from editkit.low_rank import weight_update
 from editkit.models import LoadedModel
+from editkit.nethook import get_module
 from editkit.scoring import Scorer
 from harness.guard import EditFailure, ModelGuard, ModelState
 
@@ -121,6 +126,8 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
             close = first.keys() == prepared.keys() and max(gaps, default=0.0) <= 1e-3
             checks.append(Check("prepared edit equals the unprepared one", close,
                                 f"largest difference {max(gaps, default=0.0):.1e} of the update" if gaps else "different tensors"))
+    if type(editor).compute_updates is not Editor.compute_updates:
+        checks += _update_checks(editor, guard, edits, seed)
     now = ModelState.read(model)
     hooks_left = now.hooks - state.hooks
     checks.append(Check("no hooks left behind", not hooks_left, f"{len(hooks_left)} left" if hooks_left else "none"))
@@ -128,6 +135,45 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
                         now.requires_grad == state.requires_grad and now.training == state.training and now.config == state.config,
                         "unchanged" if now.requires_grad == state.requires_grad and now.training == state.training
                         and now.config == state.config else "changed"))
+    return checks
+
+
+def _apply_change(editor: Editor, guard: ModelGuard, sequence: Sequence[Edit], seed: int) -> dict[str, torch.Tensor]:
+    """What ``apply`` writes for the last edit of ``sequence`` (the edits applied in turn, then undone): per declared tensor."""
+    model = editor.loaded.model
+    names = declared_names(editor, model)
+    with guard.case(editor) as case:
+        for number, edit in enumerate(sequence):
+            before = {n: named_tensors(model)[n].detach().clone() for n in names}
+            case.apply([edit], seed + number)
+        return {n: named_tensors(model)[n].detach() - before[n] for n in names}
+
+
+def _update_checks(editor: Editor, guard: ModelGuard, edits: Sequence[Edit], seed: int) -> list[Check]:
+    """``compute_updates`` leaves the model as it is, and its factors are what ``apply`` writes, alone and on a base."""
+    model = editor.loaded.model
+    try:
+        (alone,), _ = guard.without_changes(editor, "compute_updates()", "an edit",
+                                            lambda: editor.compute_updates([[edits[0]]], [None]), seed)
+        (on_base,), _ = guard.without_changes(editor, "compute_updates()", "an edit on a base",
+                                              lambda: editor.compute_updates([[edits[1]]], [alone]), seed + 1)
+    except (EditFailure, TypeError, ValueError) as exc:
+        return [Check("compute_updates() leaves the model untouched", False, str(exc))]
+    checks = [Check("compute_updates() leaves the model untouched", True, "untouched")]
+    for label, update, sequence in (("alone", alone, edits[:1]), ("on an earlier edit", on_base, edits[:2])):
+        gaps, missing = [], []
+        for name, change in _apply_change(editor, guard, sequence, seed).items():
+            module_name = name.removesuffix(".weight")
+            if float(change.norm()) == 0.0:
+                continue
+            if module_name not in getattr(update, "factors", {}):
+                missing.append(name)
+                continue
+            predicted = weight_update(get_module(model, module_name), update.dense(module_name))
+            gaps.append(float((predicted - change).norm() / change.norm()))
+        detail = (f"no factors for {missing[0]!r}" if missing else
+                  f"largest difference {max(gaps):.1e} of the update" if gaps else "apply changed nothing")
+        checks.append(Check(f"compute_updates() equals apply ({label})", not missing and bool(gaps) and max(gaps) <= 1e-3, detail))
     return checks
 
 

@@ -27,6 +27,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -34,6 +35,8 @@ from editkit.contract import Editor, declared_names
 from editkit.facts import Edit
 from editkit.fingerprints import named_tensors, parameter_fingerprints
 from editkit.undo import WeightJournal
+
+T = TypeVar("T")
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
                "_load_state_dict_pre_hooks")
@@ -174,21 +177,28 @@ class ModelGuard:
 
     def prepare(self, editor: Editor, edits: Sequence[Edit], seed: int) -> float:
         """``editor.prepare(edits)`` on the original model, which it must leave as it is; returns its seconds."""
+        return self.without_changes(editor, "prepare()", f"{len(edits)} edits", lambda: editor.prepare(edits), seed)[1]
+
+    def without_changes(self, editor: Editor, method: str, what: str, work: Callable[[], T], seed: int) -> tuple[T, float]:
+        """``work()``, which calls ``editor``'s ``method`` for ``what`` and must leave the model as it is; its result and seconds.
+
+        An exception, or any change found afterwards (the model is restored), is an :class:`EditFailure` naming both.
+        """
         if self.damaged:
             raise ModelDamaged(self.damaged)
         torch.manual_seed(seed)
         start = time.perf_counter()
         try:
-            editor.prepare(edits)
+            result = work()
         except Exception as exc:
             message = " ".join(str(exc).split())[:400] or type(exc).__name__
-            raise EditFailure(f"editor {editor.name!r} raised {type(exc).__name__} in prepare() for {len(edits)} edits "
+            raise EditFailure(f"editor {editor.name!r} raised {type(exc).__name__} in {method} for {what} "
                               f"(--case-batch): {message}") from exc
         seconds = time.perf_counter() - start
-        problem = self.check_untouched(f"editor {editor.name!r} changed the model in prepare(), which must not")  # restores it
+        problem = self.check_untouched(f"editor {editor.name!r} changed the model in {method}, which must not")  # restores it
         if problem is not None:
             raise EditFailure(problem)
-        return seconds
+        return result, seconds
 
     # The case -------------------------------------------------------------------------
 

@@ -9,19 +9,22 @@ metrics and whether the pitfall showed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
 
 from benchmark import metrics as M
 from benchmark.datasets import Case, ConflictCase, Dataset, RoundCase, prompt_set
 from benchmark.splits import SPLITS
-from editkit.contract import Editor
+from editkit.contract import Editor, declared_names
 from editkit.facts import Edit, Fact, Relation, fill
+from editkit.low_rank import LowRankUpdate, combined
 from editkit.scoring import Scorer
 from harness.chain import Chain
-from harness.guard import CaseEdits, ModelGuard
+from harness.guard import CaseEdits, EditFailure, ModelDamaged, ModelGuard
 from harness.original_scores import OriginalScores
 from harness.records import CaseRecord
 
@@ -30,6 +33,65 @@ CONTEXT_MARGIN_TOKENS = 64  # room left in the model's context for the prefixes 
 
 class CaseInputError(ValueError):
     """A case this model cannot score as given (a label too long for its context, an object without tokens)."""
+
+
+# A case is a plan: a generator that yields the steps below, receives each step's answer (a Score's scores), and
+# returns (scores, metrics, notes). One plan serves both ways of carrying it out: one case on the model itself
+# (CaseRunner._carry_out), or K cases in lockstep on the original weights (CaseRunner._carry_out_together).
+
+@dataclass(frozen=True)
+class Score:
+    """Score ``objects`` for (subject, relation) on the case's model as it is now; ``original``: it is the unedited one."""
+
+    subject: str
+    relation: Relation
+    objects: Sequence[str]
+    original: bool = False
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Edit the case's model with ``edits`` (one ``Editor.apply`` call), torch seeded with ``seed``."""
+
+    edits: tuple[Edit, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Undo the case's edits: the steps after it start again from the unedited model."""
+
+
+Step = Union[Score, Apply, Restart]
+Plan = Generator[Step, Any, tuple[dict, dict, list[str]]]
+
+
+@dataclass
+class _Together:
+    """A case carried out with others: its plan, where it stands, and its model's update so far."""
+
+    case: Case
+    seed: int
+    plan: Plan
+    paraphrases: dict[str, tuple[str, ...]]
+    step: Step | None = None
+    answer: Any = None
+    update: LowRankUpdate | None = None
+    applied: list[str] = field(default_factory=list)
+    edit_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
+def _check_updates(editor: Editor, updates: Any, count: int) -> None:
+    """``compute_updates`` must return one LowRankUpdate per group, of declared modules only."""
+    if not isinstance(updates, list) or len(updates) != count or not all(isinstance(u, LowRankUpdate) for u in updates):
+        raise TypeError(f"editor {editor.name!r}: compute_updates() must return a list of {count} LowRankUpdate objects, "
+                        f"got {type(updates).__name__}")
+    declared = declared_names(editor, editor.loaded.model)
+    for update in updates:
+        for name in update.factors:
+            if f"{name}.weight" not in declared:
+                raise ValueError(f"editor {editor.name!r}: compute_updates() changes {name}.weight, which it does not declare")
 
 
 def _facts_scored(case: Case) -> list[Fact]:
@@ -88,6 +150,7 @@ class CaseRunner:
         self._original_m0: dict[str, list[float]] = {}  # round case id -> its M0 scores on the original model (sequential)
         self.original_scores = original_scores  # M0 scores on disk, shared by every editor's run on this model
         self.prepared_batch: str | None = None  # --case-batch: the batch whose first edits were last worked out ahead
+        self._together: dict[str, CaseRecord | Exception] = {}  # --case-batch: records of cases run together, by case id
         self._prepare_note = ""
 
     def _edits(self):
@@ -157,12 +220,33 @@ class CaseRunner:
                     edits.append(case.edits[1])
         edits = list(dict.fromkeys(edits))
         scored = self._score_originals_together(cases)
+        if self._run_together(cases):
+            return
         if not edits or type(self.editor).prepare is Editor.prepare:
             return
         seconds = self.guard.prepare(self.editor, edits, case_seed(self.seed, cases[0].case_id))
         self._edit_seconds_ahead = seconds
         self._prepare_note = (f"worked out the first edits of {len(cases)} cases ahead (--case-batch): {seconds:.2f} s counted here"
                               + (f"; {scored} unedited-model facts scored together" if scored else ""))
+
+    def _run_together(self, cases: Sequence[Case]) -> bool:
+        """Run ``cases`` together when the editor offers ``compute_updates`` (not on a chain); whether they were.
+
+        A failure of the batch (the editor raised, or changed the model) is a
+        note, and the cases run one at a time as without it.
+        """
+        self._together = {}
+        if self.chain is not None or type(self.editor).compute_updates is Editor.compute_updates:
+            return False
+        try:
+            self._together, _ = self.guard.without_changes(self.editor, "compute_updates()", f"{len(cases)} cases",
+                                                           lambda: self._carry_out_together(cases), case_seed(self.seed, cases[0].case_id))
+        except ModelDamaged:
+            raise
+        except EditFailure as exc:
+            self._prepare_note = f"ran one at a time instead of together: {exc}"
+            return False
+        return True
 
     def _score_originals_together(self, cases: Sequence[Case]) -> int:
         """The unedited model's facts of ``cases`` not yet on disk, scored in one batched call and stored; how many."""
@@ -196,6 +280,11 @@ class CaseRunner:
     def run(self, case: Case, paraphrases: dict[str, tuple[str, ...]] | None = None) -> CaseRecord:
         """Run ``case``; its relations' paraphrases come from ``paraphrases``, else from the dataset it was loaded from
         (a hand-written case without either is scored on its rewrite prompt alone)."""
+        outcome = self._together.pop(case.case_id, None)
+        if outcome is not None and paraphrases is None:  # run together with its batch (--case-batch)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
         self._use_paraphrases(case, paraphrases)
         self._edit_seconds, self._eval_seconds = self._edit_seconds_ahead, self._eval_seconds_ahead
         self._edit_seconds_ahead = self._eval_seconds_ahead = 0.0
@@ -205,27 +294,29 @@ class CaseRunner:
         if self.chain is not None:
             self.chain.start_case()
         seed = case_seed(self.seed, case.case_id)
-        if isinstance(case, ConflictCase):
-            scores, values, notes = self._run_conflict(case, seed)
-        else:
-            scores, values, notes = self._run_round(case, seed)
+        scores, values, notes = self._carry_out(case, self._plan(case, seed))
         if prepare_note:
             notes.append(prepare_note)
+        record = self._record(case, seed, scores, values, notes, self._edit_seconds, self._eval_seconds, self._applied)
+        if self.chain is not None:
+            self._chain_fields(record, case)
+        return record
+
+    def _record(self, case: Case, seed: int, scores: dict, values: dict[str, float], notes: list[str], seconds_edit: float,
+                seconds_eval: float, applied: list[str]) -> CaseRecord:
+        """The case's record, with its pitfall decided; a NaN metric is an error, never a result."""
         for name, value in values.items():
             if value != value:  # NaN
                 raise FloatingPointError(f"case {case.case_id}: metric {name} is NaN (scores {scores})")
         split = SPLITS[case.split]
         pitfall = split.shows_pitfall(values)
         message = describe_pitfall(case.split, values, scores) if pitfall else ""
-        record = CaseRecord(
+        return CaseRecord(
             case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case.group, seed=seed,
             scores=scores, metrics=values, pitfall=pitfall, pitfall_message=message,
-            seconds_edit=round(self._edit_seconds, 3), seconds_eval=round(self._eval_seconds, 3),
-            edits=self._applied, notes=notes, device=str(self.editor.loaded.device),
+            seconds_edit=round(seconds_edit, 3), seconds_eval=round(seconds_eval, 3),
+            edits=list(applied), notes=notes, device=str(self.editor.loaded.device),
         )
-        if self.chain is not None:
-            self._chain_fields(record, case)
-        return record
 
     # Sequential mode -----------------------------------------------------------------------
 
@@ -258,26 +349,25 @@ class CaseRunner:
         new, old = self.scorer.fact_scores([edit.prompt], [edit.new_object.label, edit.object.label])
         return new > old
 
-    def _run_conflict(self, case: ConflictCase, seed: int) -> tuple[dict, dict, list[str]]:
+    def _conflict_plan(self, case: ConflictCase, seed: int) -> Plan:
         e1, e2 = case.edits
         s: dict[str, float] = {}
         tied = case.triples[case.prerequisites[0]] if case.split == "composite" else None
         if tied is not None:
-            (s["m0_tied"],) = self._score(case, *original_facts(case)[0], original=True)
-        with self._edits() as journal:
-            self._apply(journal, [e1], seed)
-            (s["m1_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
-            self._apply(journal, [e2], seed + 1)
-            if case.split == "coverage":  # e1 and e2 share subject and relation
-                s["m2_e2_new"], s["m2_e1_new"] = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
-            elif case.split == "reverse":
-                (s["m2_e1_new"],) = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label])
-                (s["m2_e2_new"],) = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label])
-                (s["m2_query"],) = self._score(case, e2.new_object.label, e1.relation, [e1.new_object.label])
-            else:  # composite: the query shares e1's subject and relation
-                s["m2_e1_new"], s["m2_query"] = self._score(case, e1.subject.label, e1.relation, [e1.new_object.label, e2.new_object.label])
-                (s["m2_e2_new"],) = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label])
-                (s["m2_tied"],) = self._score(case, tied.subject.label, tied.relation, [tied.object.label])
+            (s["m0_tied"],) = yield Score(*original_facts(case)[0], original=True)
+        yield Apply((e1,), seed)
+        (s["m1_e1_new"],) = yield Score(e1.subject.label, e1.relation, [e1.new_object.label])
+        yield Apply((e2,), seed + 1)
+        if case.split == "coverage":  # e1 and e2 share subject and relation
+            s["m2_e2_new"], s["m2_e1_new"] = yield Score(e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
+        elif case.split == "reverse":
+            (s["m2_e1_new"],) = yield Score(e1.subject.label, e1.relation, [e1.new_object.label])
+            (s["m2_e2_new"],) = yield Score(e2.subject.label, e2.relation, [e2.new_object.label])
+            (s["m2_query"],) = yield Score(e2.new_object.label, e1.relation, [e1.new_object.label])
+        else:  # composite: the query shares e1's subject and relation
+            s["m2_e1_new"], s["m2_query"] = yield Score(e1.subject.label, e1.relation, [e1.new_object.label, e2.new_object.label])
+            (s["m2_e2_new"],) = yield Score(e2.subject.label, e2.relation, [e2.new_object.label])
+            (s["m2_tied"],) = yield Score(tied.subject.label, tied.relation, [tied.object.label])
         values: dict[str, float] = {
             "CS_exp": M.conflict_score(s["m2_e2_new"], s["m2_e1_new"]),
             "CM": M.conflict_magnitude(s["m1_e1_new"], s["m2_e1_new"]),
@@ -285,10 +375,10 @@ class CaseRunner:
         notes = []
         if case.split == "coverage" and self.chain is not None:
             notes.append("sequential: Succ (e2 alone on the model before the case) is not measured on a chain")
-        elif case.split == "coverage":
-            with self.guard.case(self.editor) as journal:  # "Single": e2 alone on the original model
-                self._apply(journal, [e2], seed + 2)
-                s["single_e2_new"], s["single_e1_new"] = self._score(case, e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
+        elif case.split == "coverage":  # "Single": e2 alone on the original model
+            yield Restart()
+            yield Apply((e2,), seed + 2)
+            s["single_e2_new"], s["single_e1_new"] = yield Score(e2.subject.label, e2.relation, [e2.new_object.label, e1.new_object.label])
             values["Succ"] = M.prefers(s["single_e2_new"], s["single_e1_new"])
         else:
             values["CS_imp"] = M.conflict_score(s["m2_query"], s["m2_e1_new"])
@@ -298,19 +388,17 @@ class CaseRunner:
             notes.append("edit 1 has new_object == object (a published-data quirk)")
         return s, values, notes
 
-    def _run_round(self, case: RoundCase, seed: int) -> tuple[dict, dict, list[str]]:
+    def _round_plan(self, case: RoundCase, seed: int) -> Plan:
         edit = case.edit
         subject, relation = edit.subject.label, edit.relation
         _, _, objects = original_facts(case)[0]  # the true objects, then the new one
         true_labels = objects[:-1]
-        m0 = self._score(case, subject, relation, objects, original=True)
-        with self._edits() as journal:
-            self._apply(journal, [edit], seed)
-            m1_new, m1_old = self._score(case, subject, relation, [edit.new_object.label, edit.object.label])
-            back_objects = case.true_objects if self.mle else (edit.object,)
-            back = [Edit(edit.subject, relation, edit.new_object, target) for target in back_objects]
-            self._apply(journal, back, seed + 1)
-            m2 = self._score(case, subject, relation, objects)
+        m0 = yield Score(subject, relation, objects, original=True)
+        yield Apply((edit,), seed)
+        m1_new, m1_old = yield Score(subject, relation, [edit.new_object.label, edit.object.label])
+        back_objects = case.true_objects if self.mle else (edit.object,)
+        yield Apply(tuple(Edit(edit.subject, relation, edit.new_object, target) for target in back_objects), seed + 1)
+        m2 = yield Score(subject, relation, objects)
         k = len(true_labels)
         ir = M.ignore_rate(m0[1:k], m2[1:k])
         values = {
@@ -326,6 +414,111 @@ class CaseRunner:
         if case.duplicate_labels:
             notes.append(f"true objects with a repeated label scored once: {', '.join(case.duplicate_labels)}")
         return scores, values, notes
+
+    def _plan(self, case: Case, seed: int) -> Plan:
+        return self._conflict_plan(case, seed) if isinstance(case, ConflictCase) else self._round_plan(case, seed)
+
+    # Carrying plans out -----------------------------------------------------------------
+
+    def _carry_out(self, case: Case, plan: Plan) -> tuple[dict, dict, list[str]]:
+        """One case on the model itself: its edits written through the guard (or the chain), undone on a restart and at the end."""
+        with contextlib.ExitStack() as open_edits:
+            journal = None
+            step = next(plan)
+            while True:
+                answer = None
+                if isinstance(step, Apply):
+                    if journal is None:
+                        journal = open_edits.enter_context(self._edits())
+                    self._apply(journal, list(step.edits), step.seed)
+                elif isinstance(step, Restart):
+                    open_edits.close()
+                    journal = None
+                else:
+                    answer = self._score(case, step.subject, step.relation, step.objects, step.original)
+                try:
+                    step = plan.send(answer)
+                except StopIteration as done:
+                    return done.value
+
+    def _carry_out_together(self, cases: Sequence[Case]) -> dict[str, CaseRecord | Exception]:
+        """``--case-batch`` with an editor that offers ``compute_updates``: all ``cases`` in lockstep, on the original weights.
+
+        Each case's edited model is its own sum of low-rank updates, seen by its
+        rows only (:class:`editkit.low_rank.RowUpdates`). At every step the
+        cases that edit are computed in one ``compute_updates`` call, and the
+        cases that score in one batched scoring call. Returns each case's record,
+        or the exception it raised.
+        """
+        outcomes: dict[str, CaseRecord | Exception] = {}
+        running: list[_Together] = []
+        for case in cases:
+            try:
+                self._use_paraphrases(case)
+                self.check_fits(case)
+            except CaseInputError as exc:
+                outcomes[case.case_id] = exc
+                continue
+            seed = case_seed(self.seed, case.case_id)
+            together = _Together(case, seed, self._plan(case, seed), self._paraphrases)
+            together.step = next(together.plan)
+            running.append(together)
+        while running:
+            applying = [t for t in running if isinstance(t.step, Apply)]
+            if applying:
+                start = time.perf_counter()
+                updates = self.editor.compute_updates([list(t.step.edits) for t in applying], [t.update for t in applying])
+                _check_updates(self.editor, updates, len(applying))
+                share = (time.perf_counter() - start) / len(applying)
+                for t, update in zip(applying, updates):
+                    t.update = combined(t.update, update)
+                    t.applied += [e.describe() for e in t.step.edits]
+                    t.edit_seconds += share
+            scoring = [t for t in running if isinstance(t.step, Score)]
+            if scoring:
+                start = time.perf_counter()
+                answers = self._score_together(scoring)
+                share = (time.perf_counter() - start) / len(scoring)
+                for t, answer in zip(scoring, answers):
+                    t.answer = answer
+                    t.eval_seconds += share
+            still = []
+            for t in running:
+                if isinstance(t.step, Restart):
+                    t.update = None
+                answer, t.answer = t.answer, None
+                try:
+                    t.step = t.plan.send(answer)
+                    still.append(t)
+                except StopIteration as done:
+                    scores, values, notes = done.value
+                    notes.append(f"run together with the {len(cases)} cases of its batch (--case-batch): edit and scoring "
+                                 "seconds are its share of the batch's")
+                    outcomes[t.case.case_id] = self._record(t.case, t.seed, scores, values, notes, t.edit_seconds,
+                                                            t.eval_seconds, t.applied)
+                except Exception as exc:  # this case's own failure (a NaN metric): the others go on
+                    outcomes[t.case.case_id] = exc
+            running = still
+        return outcomes
+
+    def _score_together(self, scoring: list[_Together]) -> list[list[float]]:
+        """The facts the ``scoring`` cases ask for, each on its case's model, in one batched call (originals from disk)."""
+        answers: list[list[float] | None] = [None] * len(scoring)
+        wanted, updates, where = [], [], []
+        for number, t in enumerate(scoring):
+            step = t.step
+            prompts = prompt_set(step.relation, step.subject, t.paraphrases)
+            if step.original and t.update is None and self.original_scores is not None:
+                answers[number] = self.original_scores.scores(prompts, list(step.objects),
+                                                              lambda p=prompts, o=list(step.objects): self.scorer.fact_scores(p, o))
+                continue
+            wanted.append((prompts, list(step.objects)))
+            updates.append(t.update)
+            where.append(number)
+        if wanted:
+            for number, scores in zip(where, self.scorer.many_fact_scores(wanted, updates)):
+                answers[number] = scores
+        return answers
 
 
 def describe_pitfall(split_name: str, values: dict[str, float], scores: dict[str, Any]) -> str:

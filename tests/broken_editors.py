@@ -137,3 +137,44 @@ class RaisesInPrepare(_Nudges):
 
     def prepare(self, edits):
         raise RuntimeError("injected failure while preparing")
+
+
+class NudgesInFactors(_Nudges):
+    """The nudge, also offered as factors (``compute_updates``): ``+0.01`` everywhere is ``0.01·1 1ᵀ``, rank one."""
+
+    name = "nudges-in-factors"
+
+    def compute_updates(self, edit_groups, bases):
+        from editkit.low_rank import LowRankUpdate
+
+        weight = self.loaded.model.get_parameter(DECLARED)
+        module = DECLARED.removesuffix(".weight")
+        ones_out, ones_in = torch.ones(weight.shape[0], 1), torch.ones(weight.shape[1], 1)
+        return [LowRankUpdate({module: (0.01 * ones_out * len(group), ones_in)}) for group in edit_groups]
+
+
+class ChangesInComputeUpdates(NudgesInFactors):
+    """Writes its weight inside ``compute_updates``, which must leave the model as it is."""
+
+    name = "changes-in-compute-updates"
+
+    def compute_updates(self, edit_groups, bases):
+        self.loaded.model.get_parameter(DECLARED).data += 1.0
+        return super().compute_updates(edit_groups, bases)
+
+
+class RaisesInComputeUpdates(NudgesInFactors):
+    name = "raises-in-compute-updates"
+
+    def compute_updates(self, edit_groups, bases):
+        raise RuntimeError("injected failure while computing updates")
+
+
+class UndeclaredFactors(NudgesInFactors):
+    """Offers factors for a module whose weight it does not declare."""
+
+    name = "undeclared-factors"
+
+    def compute_updates(self, edit_groups, bases):
+        updates = super().compute_updates(edit_groups, bases)
+        return [update + type(update)({"model.layers.0.mlp.up_proj": (torch.ones(128, 1), torch.ones(64, 1))}) for update in updates]

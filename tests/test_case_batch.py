@@ -1,4 +1,4 @@
-"""--case-batch K: the first edits of K cases worked out together give the results of the unbatched run."""
+"""--case-batch K: K cases worked out together (their first edits, or whole cases) give the results of the unbatched run."""
 
 from __future__ import annotations
 
@@ -17,12 +17,18 @@ def records(folder: Path) -> dict[str, dict]:
     return {r["case_id"]: r for r in map(json.loads, (folder / "cases.jsonl").read_text().splitlines())}
 
 
-@pytest.mark.parametrize(("editor", "batch", "workers"), [("rome", 4, "2"), ("memit", 3, "0"), ("ft", 4, "0")])
+TOGETHER = ("rome", "r-rome", "memit", "emmet")  # editors that offer compute_updates: whole cases run together
+
+
+@pytest.mark.parametrize(("editor", "batch", "workers"), [
+    ("rome", 4, "2"), ("r-rome", 4, "0"), ("memit", 3, "0"), ("emmet+mle", 4, "0"), ("alphaedit", 3, "0"), ("ft", 4, "0"),
+    ("mend", 4, "0"),
+])
 def test_batched_cases_equal_the_unbatched_run(published: Path, cache_dir: Path, tmp_path: Path, editor: str, batch: int, workers: str):
     env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir)}
     base = [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--model", "tiny-gpt2", "--dataset-dir",
             str(published / "GPT2-XL"), "--limit", "2", "--record-only", "--stats-tokens", "5000", "--results-dir", str(tmp_path),
-            "--editor", editor]
+            "--editor", editor.removesuffix("+mle"), *(["--mle"] if editor.endswith("+mle") else [])]
     for name, extra in (("plain", []), ("batched", ["--case-batch", str(batch), "-n", workers])):
         # Each run with its own cache, so the batched run scores the unedited model itself (in one call per batch).
         proc = subprocess.run([*base, "--run-name", name, "--cache-dir", str(tmp_path / f"cache-{name}"), *extra], cwd=REPO,
@@ -34,14 +40,78 @@ def test_batched_cases_equal_the_unbatched_run(published: Path, cache_dir: Path,
     for case_id, a in plain.items():
         b = batched[case_id]
         assert a["status"] == b["status"] == "ok" and a["pitfall"] == b["pitfall"], case_id
-        for name, value in a["metrics"].items():
-            assert b["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), (case_id, name)
         for name, value in a["scores"].items():
             if isinstance(value, float) or (isinstance(value, list) and value and isinstance(value[0], float)):
                 assert b["scores"][name] == pytest.approx(value, rel=1e-4, abs=1e-7), (case_id, name)
+        for name, value in a["metrics"].items():  # CM and TFD divide a difference of close scores: absolute, in [-1, 1]
+            assert b["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), (case_id, name)
     ahead = [r for r in batched.values() if any("--case-batch" in note for note in r["notes"])]
-    if editor == "ft":  # no Editor.prepare: nothing is worked out ahead
+    together = [r for r in batched.values() if any(note.startswith("run together with") for note in r["notes"])]
+    if editor in ("ft", "mend"):  # no Editor.prepare: nothing is worked out ahead
         assert not ahead
+    elif editor.removesuffix("+mle") in TOGETHER:  # every case of a batch runs with the others, second edits included
+        assert len(together) == 10, [r["notes"] for r in batched.values()]
+        assert all(r["edits"] == plain[r["case_id"]]["edits"] for r in together)
     else:  # one batch of K per worker's group: ceil(10 / K) first cases carry the note
         assert len(ahead) == -(-10 // batch), [r["notes"] for r in ahead]
         assert any("unedited-model facts scored together" in note for r in ahead for note in r["notes"])
+
+
+def _runner(tiny_loader, cache_dir: Path, published: Path, editor_class: str):
+    from benchmark.datasets import load_dataset
+    from editkit.contract import EditorSettings
+    from editkit.models import reload_weights
+    from editkit.scoring import Scorer
+    from editors import make_editor
+    from harness.guard import ModelGuard
+    from harness.runner import CaseRunner
+
+    loaded = tiny_loader("tiny-llama")
+    dataset = load_dataset(published / "GPT2-XL", limit=2)
+    editor = make_editor(f"tests.broken_editors:{editor_class}", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
+    guard = ModelGuard(loaded.model, reload=lambda: reload_weights(loaded, cache_dir))
+    cases = [case for split in dataset.cases.values() for case in split]
+    return CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard), cases, loaded
+
+
+def test_cases_run_together_on_factors_equal_the_cases_run_one_at_a_time(tiny_loader, cache_dir: Path, published: Path):
+    """Every split: an editor's factors, seen per row through hooks, give each case's scores as its written weights do."""
+    from editkit.fingerprints import parameter_digest
+
+    runner, cases, loaded = _runner(tiny_loader, cache_dir, published, "NudgesInFactors")
+    original = parameter_digest(loaded.model)
+    alone = {case.case_id: runner.run(case) for case in cases}
+    runner.prepare(cases)
+    assert parameter_digest(loaded.model) == original
+    together = {case.case_id: runner.run(case) for case in cases}
+    assert {r.split for r in together.values()} == {"coverage", "reverse", "composite", "easy", "hard"}
+    for case_id, a in alone.items():
+        b = together[case_id]
+        assert any(note.startswith(f"run together with the {len(cases)} cases") for note in b.notes), b.notes
+        assert a.pitfall == b.pitfall and a.edits == b.edits
+        assert b.metrics == pytest.approx(a.metrics, rel=1e-4, abs=1e-6), case_id
+        for name, value in a.scores.items():
+            if isinstance(value, (float, list)) and name != "true_objects":
+                assert b.scores[name] == pytest.approx(value, rel=1e-4, abs=1e-7), (case_id, name)
+
+
+@pytest.mark.parametrize(("broken", "expected"), [
+    ("ChangesInComputeUpdates", "editor 'changes-in-compute-updates' changed the model in compute_updates(), which must not: "
+                                "model.layers.0.mlp.down_proj.weight"),
+    ("RaisesInComputeUpdates", "editor 'raises-in-compute-updates' raised RuntimeError in compute_updates() for 10 cases "
+                               "(--case-batch): injected failure"),
+    ("UndeclaredFactors", "editor 'undeclared-factors' raised ValueError in compute_updates() for 10 cases (--case-batch): "
+                          "editor 'undeclared-factors': compute_updates() changes model.layers.0.mlp.up_proj.weight, which it does "
+                          "not declare"),
+])
+def test_a_batch_whose_factors_break_the_contract_runs_one_case_at_a_time(tiny_loader, cache_dir: Path, published: Path, broken: str,
+                                                                          expected: str):
+    from editkit.fingerprints import parameter_digest
+
+    runner, cases, loaded = _runner(tiny_loader, cache_dir, published, broken)
+    original = parameter_digest(loaded.model)
+    runner.prepare(cases)
+    assert parameter_digest(loaded.model) == original
+    first = runner.run(cases[0])
+    assert first.status == "ok" and f"ran one at a time instead of together: {expected}" in first.notes[-1], first.notes
+    assert all(not note.startswith("run together") for case in cases[1:] for note in runner.run(case).notes)

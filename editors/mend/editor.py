@@ -19,12 +19,12 @@ import torch
 from editkit.contract import Editor, EditorSettings
 from editkit.facts import Edit
 from editkit.hparams import HyperParamsError, as_dict, check_modules
+from editkit.low_rank import weight_update
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editors.mend.config import HPARAMS_DIR, MENDHyperParams, checkpoint_paths, given_checkpoint, load_network, module_names
 from editors.mend.gradients import edit_batch, gradient_factors
 from editors.mend.network import MENDNetwork
-from editors.representations import weight_update
 
 
 class MEND(Editor):
