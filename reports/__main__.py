@@ -2,6 +2,7 @@
 
 ``python -m reports merge OUT SHARD_DIR ...`` merges the run folders of ``--shard K/N`` runs into one (reports/merge.py).
 ``python -m reports lifelong RUN_DIR ...`` prints, for ``--sequential`` runs, each curve's first and last bin.
+``python -m reports table RUN_DIR ...`` prints the paper's Tables 1 and 2 as markdown, one row per run.
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ def main(argv: list[str] | None = None) -> int:
         from reports.merge import main as merge_main
 
         return merge_main(argv[1:])
-    if argv[:1] == ["lifelong"]:
+    if argv[:1] in (["lifelong"], ["table"]):
         from reports.lifelong import lifelong_table
         from reports.runs import load_run
+        from reports.tables import markdown_tables
 
+        print_table = lifelong_table if argv[0] == "lifelong" else markdown_tables
+        if len(argv) == 1:
+            print(f"usage: python -m reports {argv[0]} RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+            return 2
         try:
-            print(lifelong_table([load_run(folder) for folder in argv[1:]]))
+            print(print_table([load_run(folder) for folder in argv[1:]]))
         except RunFolderError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

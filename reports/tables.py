@@ -34,3 +34,27 @@ def paper_tables(splits: dict[str, Any], label: str) -> str:
         rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
         blocks.append("\n".join([f"{title} (% , ±95% interval)", line(heads), rule, line(cells), line(counts)]))
     return "\n\n".join(blocks)
+
+
+def markdown_tables(runs: list[Any]) -> str:
+    """The paper's Tables 1 and 2 as markdown, one row per run (``reports.runs.Run``): value ±half its 95% interval,
+    the cases per split, and the run's edit + scoring time."""
+    blocks = []
+    for title, columns in PAPER_LAYOUT:
+        splits = list(dict.fromkeys(split for _, split, _ in columns))
+        present = [run for run in runs if any(split in run.splits for split in splits)]
+        if not present:
+            continue
+        heads = ["editor"] + [f"{name} {'^' if HIGHER_IS_BETTER[metric] else 'v'}" for name, _, metric in columns]
+        heads += [f"n ({'/'.join(splits)})", "minutes"]
+        lines = [f"**{title}** (%, ± half the 95% interval)", "", "| " + " | ".join(heads) + " |",
+                 "|" + "|".join("---" for _ in heads) + "|"]
+        for run in present:
+            cells = [run.folder.name]
+            cells += [format_cell(run.splits.get(split, {}).get("metrics", {}).get(metric)) for _, split, metric in columns]
+            cells.append("/".join(str(run.splits.get(split, {}).get("n", 0)) for split in splits))
+            seconds = sum(r.seconds_edit + r.seconds_eval for r in run.records if r.split in splits)
+            cells.append(f"{seconds / 60:.0f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -176,3 +176,40 @@ def test_the_lifelong_curves_render_in_chromium(tmp_path):
     for title in ("Pitfall rate, RoundEdit", "CS_imp", "IR (%)", "D (%)", "Retention of earlier edits"):
         assert f"Lifelong: {title}" in dom
     assert dom.count('class="s0 band"') >= 5 and 'class="s0 reference"' in dom  # 95% bands and the fresh-model line
+
+
+def test_the_markdown_table_has_one_row_per_run_with_intervals_counts_and_time(runs):
+    """``python -m reports table``: the README's findings table, from the run folders themselves."""
+    out = subprocess.run([sys.executable, "-m", "reports", "table", *map(str, runs)], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    conflict, round_ = out.stdout.split("**RoundEdit**")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in conflict.splitlines() if line.startswith("| ") and "run" in line}
+    assert set(rows) == {"rome-run", "memit-run"}
+    head = next(line for line in conflict.splitlines() if line.startswith("| editor")).split(" | ")
+    cm = head.index("Coverage CM ^")
+    assert rows["rome-run"][cm].startswith("80.00 ±")  # mean of 0.9, 0.8, 0.7
+    assert rows["rome-run"][head.index("Reverse CS_imp ^")].startswith("0.00")
+    assert rows["rome-run"][-2] == "3/2/0" and rows["rome-run"][-1] == "0 |"  # 5 cases of 2 s: 0 minutes
+    assert rows["memit-run"][head.index("Reverse CS_exp ^")] == "-"
+    assert "rome-run" in round_ and "memit-run" not in round_  # memit has no round-edit split
+    failed = subprocess.run([sys.executable, "-m", "reports", "table", str(runs[0].parent / "nowhere")], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "nowhere" in failed.stderr
+
+
+def test_findings_are_kept_without_the_datasets_text_and_restored_for_a_resume(runs, tmp_path):
+    from benchmarks.findings import restore, save
+
+    kept = tmp_path / "kept"
+    assert save(runs[0].parent, kept) == [("memit-run", 2), ("rome-run", 9)]
+    text = (kept / "rome-run" / "cases.jsonl").read_text(encoding="utf-8")
+    assert NASTY not in text and "Paris" not in text and "Lyon" not in text  # labels, edits and messages are left out
+    kept_run, original = load_run(kept / "rome-run"), load_run(runs[0])
+    assert [r.case_id for r in kept_run.records] == [r.case_id for r in original.records]
+    assert kept_run.splits == original.splits  # the table reads the same numbers
+    again = tmp_path / "again"
+    (again / "memit-run").mkdir(parents=True)
+    (again / "memit-run" / "cases.jsonl").write_text("", encoding="utf-8")  # a run already there is left alone
+    assert restore(kept, again) == [("rome-run", 9)]
+    assert (again / "memit-run" / "cases.jsonl").read_text() == ""
