@@ -13,7 +13,7 @@ per check, what was found:
 * for an editor with ``prepare`` (``--case-batch``): it leaves the model untouched, and a prepared edit gives the
   unprepared edit's update (to 1e-3 of the update's norm);
 * for an editor with ``compute_updates`` (``--case-batch`` runs whole cases together): it leaves the model untouched,
-  and its factors equal what ``apply`` writes, for an edit on the model and for an edit on top of an earlier one
+  returns one update per group, of declared modules only (as the harness requires), and its factors equal what ``apply`` writes, for an edit on the model and for an edit on top of an earlier one
   (to 1e-3 of the update's norm);
 * edit efficacy on the small model (the new object beats the old one; informational only).
 
@@ -37,7 +37,7 @@ from editkit.low_rank import weight_update
 from editkit.models import LoadedModel
 from editkit.nethook import get_module
 from editkit.scoring import Scorer
-from harness.guard import EditFailure, ModelGuard, ModelState
+from harness.guard import EditFailure, ModelGuard, ModelState, check_updates
 
 CAPITAL = Relation("P36", "The capital of {} is", "What is the capital of {}?", "capital")
 LANGUAGE = Relation("P37", "The official language of {} is", "What language is spoken in {}?", "official language")
@@ -153,20 +153,22 @@ def _update_checks(editor: Editor, guard: ModelGuard, edits: Sequence[Edit], see
     """``compute_updates`` leaves the model as it is, and its factors are what ``apply`` writes, alone and on a base."""
     model = editor.loaded.model
     try:
-        (alone,), _ = guard.without_changes(editor, "compute_updates()", "an edit",
-                                            lambda: editor.compute_updates([[edits[0]]], [None]), seed)
-        (on_base,), _ = guard.without_changes(editor, "compute_updates()", "an edit on a base",
-                                              lambda: editor.compute_updates([[edits[1]]], [alone]), seed + 1)
+        first, _ = guard.without_changes(editor, "compute_updates()", "an edit",
+                                         lambda: editor.compute_updates([[edits[0]]], [None]), seed)
+        check_updates(editor, first, 1)
+        second, _ = guard.without_changes(editor, "compute_updates()", "an edit on a base",
+                                          lambda: editor.compute_updates([[edits[1]]], first), seed + 1)
+        check_updates(editor, second, 1)
     except (EditFailure, TypeError, ValueError) as exc:
-        return [Check("compute_updates() leaves the model untouched", False, str(exc))]
-    checks = [Check("compute_updates() leaves the model untouched", True, "untouched")]
-    for label, update, sequence in (("alone", alone, edits[:1]), ("on an earlier edit", on_base, edits[:2])):
+        return [Check("compute_updates() leaves the model and returns declared updates", False, str(exc))]
+    checks = [Check("compute_updates() leaves the model and returns declared updates", True, "untouched, one update per group")]
+    for label, (update,), sequence in (("alone", first, edits[:1]), ("on an earlier edit", second, edits[:2])):
         gaps, missing = [], []
         for name, change in _apply_change(editor, guard, sequence, seed).items():
             module_name = name.removesuffix(".weight")
             if float(change.norm()) == 0.0:
                 continue
-            if module_name not in getattr(update, "factors", {}):
+            if module_name not in update.factors:
                 missing.append(name)
                 continue
             predicted = weight_update(get_module(model, module_name), update.dense(module_name))

@@ -27,19 +27,32 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from editkit.contract import Editor, declared_names
 from editkit.facts import Edit
 from editkit.fingerprints import named_tensors, parameter_fingerprints
+from editkit.low_rank import LowRankUpdate
 from editkit.undo import WeightJournal
 
 T = TypeVar("T")
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
                "_load_state_dict_pre_hooks")
+
+
+def check_updates(editor: Editor, updates: Any, count: int) -> None:
+    """What ``Editor.compute_updates`` returned: one ``LowRankUpdate`` per group, of declared modules only."""
+    if not isinstance(updates, list) or len(updates) != count or not all(isinstance(u, LowRankUpdate) for u in updates):
+        raise TypeError(f"editor {editor.name!r}: compute_updates() must return a list of {count} LowRankUpdate objects, "
+                        f"got {type(updates).__name__}")
+    declared = declared_names(editor, editor.loaded.model)
+    for update in updates:
+        for name in update.factors:
+            if f"{name}.weight" not in declared:
+                raise ValueError(f"editor {editor.name!r}: compute_updates() changes {name}.weight, which it does not declare")
 
 
 class EditFailure(Exception):

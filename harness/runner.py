@@ -19,12 +19,12 @@ from typing import Any, Union
 from benchmark import metrics as M
 from benchmark.datasets import Case, ConflictCase, Dataset, RoundCase, prompt_set
 from benchmark.splits import SPLITS
-from editkit.contract import Editor, declared_names
+from editkit.contract import Editor
 from editkit.facts import Edit, Fact, Relation, fill
 from editkit.low_rank import LowRankUpdate, combined
 from editkit.scoring import Scorer
 from harness.chain import Chain
-from harness.guard import CaseEdits, EditFailure, ModelDamaged, ModelGuard
+from harness.guard import CaseEdits, EditFailure, ModelDamaged, ModelGuard, check_updates
 from harness.original_scores import OriginalScores
 from harness.records import CaseRecord
 
@@ -80,18 +80,6 @@ class _Together:
     applied: list[str] = field(default_factory=list)
     edit_seconds: float = 0.0
     eval_seconds: float = 0.0
-
-
-def _check_updates(editor: Editor, updates: Any, count: int) -> None:
-    """``compute_updates`` must return one LowRankUpdate per group, of declared modules only."""
-    if not isinstance(updates, list) or len(updates) != count or not all(isinstance(u, LowRankUpdate) for u in updates):
-        raise TypeError(f"editor {editor.name!r}: compute_updates() must return a list of {count} LowRankUpdate objects, "
-                        f"got {type(updates).__name__}")
-    declared = declared_names(editor, editor.loaded.model)
-    for update in updates:
-        for name in update.factors:
-            if f"{name}.weight" not in declared:
-                raise ValueError(f"editor {editor.name!r}: compute_updates() changes {name}.weight, which it does not declare")
 
 
 def _facts_scored(case: Case) -> list[Fact]:
@@ -173,11 +161,15 @@ class CaseRunner:
         prompts = prompt_set(relation, subject, self._paraphrases)
         model_is_original = self.chain is None or self.chain.edits_applied == 0
         if original and self.original_scores is not None and model_is_original:
-            result = self.original_scores.scores(prompts, list(objects), lambda: self.scorer.fact_scores(prompts, list(objects)))
+            result = self._original_scores(prompts, list(objects))
         else:
             result = self.scorer.fact_scores(prompts, list(objects))
         self._eval_seconds += time.perf_counter() - start
         return result
+
+    def _original_scores(self, prompts: list[str], objects: list[str]) -> list[float]:
+        """The unedited model's scores from disk, computed and stored when not there yet."""
+        return self.original_scores.scores(prompts, objects, lambda: self.scorer.fact_scores(prompts, objects))
 
     # Cases -------------------------------------------------------------------------
 
@@ -468,7 +460,7 @@ class CaseRunner:
             if applying:
                 start = time.perf_counter()
                 updates = self.editor.compute_updates([list(t.step.edits) for t in applying], [t.update for t in applying])
-                _check_updates(self.editor, updates, len(applying))
+                check_updates(self.editor, updates, len(applying))
                 share = (time.perf_counter() - start) / len(applying)
                 for t, update in zip(applying, updates):
                     t.update = combined(t.update, update)
@@ -490,13 +482,18 @@ class CaseRunner:
                 try:
                     t.step = t.plan.send(answer)
                     still.append(t)
+                    continue
                 except StopIteration as done:
                     scores, values, notes = done.value
-                    notes.append(f"run together with the {len(cases)} cases of its batch (--case-batch): edit and scoring "
-                                 "seconds are its share of the batch's")
+                except Exception as exc:  # this case's own failure: the others go on
+                    outcomes[t.case.case_id] = exc
+                    continue
+                notes.append(f"run together with the {len(cases)} cases of its batch (--case-batch): edit and scoring "
+                             "seconds are its share of the batch's")
+                try:
                     outcomes[t.case.case_id] = self._record(t.case, t.seed, scores, values, notes, t.edit_seconds,
                                                             t.eval_seconds, t.applied)
-                except Exception as exc:  # this case's own failure (a NaN metric): the others go on
+                except FloatingPointError as exc:  # a NaN metric: this case's error, as when it runs alone
                     outcomes[t.case.case_id] = exc
             running = still
         return outcomes
@@ -509,8 +506,7 @@ class CaseRunner:
             step = t.step
             prompts = prompt_set(step.relation, step.subject, t.paraphrases)
             if step.original and t.update is None and self.original_scores is not None:
-                answers[number] = self.original_scores.scores(prompts, list(step.objects),
-                                                              lambda p=prompts, o=list(step.objects): self.scorer.fact_scores(p, o))
+                answers[number] = self._original_scores(prompts, list(step.objects))
                 continue
             wanted.append((prompts, list(step.objects)))
             updates.append(t.update)

@@ -66,6 +66,8 @@ def test_checker_passes_every_shipped_editor_and_the_example(tiny_loader, cache_
     ("tests.broken_editors:UndeclaredInPlace", "changed 'model.layers.1.mlp.down_proj.weight', which it did not declare"),
     ("tests.broken_editors:RaisesMidEdit", "raised FloatingPointError during"),
     ("tests.broken_editors:LeavesHook", "left a hook behind"),
+    ("tests.broken_editors:UndeclaredFactors", "compute_updates() changes model.layers.0.mlp.up_proj.weight, which it does not declare"),
+    ("tests.broken_editors:ChangesInComputeUpdates", "changed the model in compute_updates(), which must not"),
 ])
 def test_checker_catches_a_broken_editor(tiny_loader, cache_dir, spec, expected):
     loaded = tiny_loader("tiny-llama")
@@ -73,7 +75,8 @@ def test_checker_catches_a_broken_editor(tiny_loader, cache_dir, spec, expected)
     editor = make_editor(spec, loaded, settings(cache_dir))
     failed = [c for c in run_checks(editor, loaded, reload=lambda: reload_weights(loaded, cache_dir)) if c.passed is False]
     assert failed and any(expected in c.detail for c in failed), failed
-    assert any(name in c.detail for c in failed for name in ("undeclared-change", "undeclared-in-place", "raises-mid-edit", "leaves-hook"))
+    assert any(name in c.detail for c in failed for name in ("undeclared-change", "undeclared-in-place", "raises-mid-edit", "leaves-hook",
+                                                                   "undeclared-factors", "changes-in-compute-updates"))
     assert parameter_digest(loaded.model) == original
 
 

@@ -213,3 +213,7 @@ def test_findings_are_kept_without_the_datasets_text_and_restored_for_a_resume(r
     (again / "memit-run" / "cases.jsonl").write_text("", encoding="utf-8")  # a run already there is left alone
     assert restore(kept, again) == [("rome-run", 9)]
     assert (again / "memit-run" / "cases.jsonl").read_text() == ""
+    missing = subprocess.run([sys.executable, "-m", "benchmarks.findings", "restore", str(again), "--kept", str(tmp_path / "nowhere")],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "nowhere" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -166,7 +166,8 @@ def _join_chain(request: pytest.FixtureRequest, case_runner, run_options: RunOpt
 
 
 def _prepare_batch(request: pytest.FixtureRequest, case_runner) -> None:
-    """``--case-batch``: on the first case of a batch this worker meets, work out the batch's first edits ahead."""
+    """``--case-batch``: on the first case of a batch this worker meets, run the batch's cases together (an editor with
+    ``compute_updates``) or work out their first edits ahead (``prepare``); each item then reports its own case."""
     from harness.plugin.collection import batch_of
 
     batch = batch_of(request.node)
