@@ -198,6 +198,20 @@ def test_the_markdown_table_has_one_row_per_run_with_intervals_counts_and_time(r
     assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "nowhere" in failed.stderr
 
 
+def test_the_readme_findings_table_is_what_the_kept_records_give():
+    """Every row of the README's findings tables is recomputed from the records kept under docs/findings."""
+    from benchmarks.findings import KEPT
+    from reports.tables import markdown_tables
+
+    kept = sorted(p for p in KEPT.iterdir() if (p / "cases.jsonl").is_file())
+    assert kept, f"no kept findings records under {KEPT}"
+    computed = [line for line in markdown_tables([load_run(run) for run in kept]).splitlines() if line.startswith("| ")]
+    readme = set((REPO / "README.md").read_text(encoding="utf-8").splitlines())
+    rows = [line for line in computed if not line.startswith("| editor")]
+    assert len(rows) >= len(kept)  # every kept run has a row in at least one table
+    assert [line for line in computed if line not in readme] == []
+
+
 def test_findings_are_kept_without_the_datasets_text_and_restored_for_a_resume(runs, tmp_path):
     from benchmarks.findings import restore, save
 
