@@ -18,7 +18,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from benchmark.metrics import HIGHER_IS_BETTER
 from benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
-from editors.registry import editor_order
 from harness.records import CaseRecord
 from reports.charts import Line, Series, bar_chart, line_chart, strip_plot
 from reports.lifelong import lifelong_curves
@@ -223,7 +222,7 @@ def _run_view(run_id: str, run: Run, out_dir: Path) -> RunView:
 
 
 def build_view(runs: list[Run], out_dir: Path) -> ReportView:
-    ordered = sorted(runs, key=lambda r: (r.model, editor_order(r.editor), r.folder.name))
+    ordered = sorted(runs, key=lambda r: r.sort_key)
     with_ids = [(f"run-{i}", run) for i, run in enumerate(ordered)]
     models = sorted({run.model for run in ordered})
     groups = [ModelGroup(model, _tables([(rid, run) for rid, run in with_ids if run.model == model])) for model in models]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.splits import SPLIT_ORDER
+from editors.registry import editor_order
 from harness.records import (
     CASES_FILE,
     SELECTION_FILE,
@@ -45,6 +46,11 @@ class Run:
     @property
     def editor(self) -> str:
         return str(self.config.get("editor", "?"))
+
+    @property
+    def sort_key(self) -> tuple[str, tuple[int, str], str]:
+        """Where the run stands in a report or table: by model, then the editors' shipped order (MLE after its editor)."""
+        return (self.model, editor_order(self.editor), self.folder.name)
 
     @property
     def paper_setting(self) -> bool:

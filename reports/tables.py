@@ -38,7 +38,8 @@ def paper_tables(splits: dict[str, Any], label: str) -> str:
 
 def markdown_tables(runs: list[Any]) -> str:
     """The paper's Tables 1 and 2 as markdown, one row per run (``reports.runs.Run``): value ±half its 95% interval,
-    the cases per split, and the run's edit + scoring time."""
+    the cases per split, and the run's edit + scoring time. Rows in the report's order (``Run.sort_key``)."""
+    runs = sorted(runs, key=lambda run: run.sort_key)
     blocks = []
     for title, columns in PAPER_LAYOUT:
         splits = list(dict.fromkeys(split for _, split, _ in columns))

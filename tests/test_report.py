@@ -180,10 +180,12 @@ def test_the_lifelong_curves_render_in_chromium(tmp_path):
 
 def test_the_markdown_table_has_one_row_per_run_with_intervals_counts_and_time(runs):
     """``python -m reports table``: the README's findings table, from the run folders themselves."""
-    out = subprocess.run([sys.executable, "-m", "reports", "table", *map(str, runs)], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-m", "reports", "table", *map(str, reversed(runs))], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     conflict, round_ = out.stdout.split("**RoundEdit**")
+    named = [line.split(" | ")[0].lstrip("| ") for line in conflict.splitlines() if line.startswith("| ") and "run" in line]
+    assert named == ["rome-run", "memit-run"]  # the editors' shipped order, whatever order the folders were given in
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in conflict.splitlines() if line.startswith("| ") and "run" in line}
     assert set(rows) == {"rome-run", "memit-run"}
     head = next(line for line in conflict.splitlines() if line.startswith("| editor")).split(" | ")
@@ -206,10 +208,13 @@ def test_the_readme_findings_table_is_what_the_kept_records_give():
     kept = sorted(p for p in KEPT.iterdir() if (p / "cases.jsonl").is_file())
     assert kept, f"no kept findings records under {KEPT}"
     computed = [line for line in markdown_tables([load_run(run) for run in kept]).splitlines() if line.startswith("| ")]
-    readme = set((REPO / "README.md").read_text(encoding="utf-8").splitlines())
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Findings on the default model"):]
+    section = section[:section.index("\n## ", 1)]
     rows = [line for line in computed if not line.startswith("| editor")]
     assert len(rows) >= len(kept)  # every kept run has a row in at least one table
-    assert [line for line in computed if line not in readme] == []
+    # The section's table lines are exactly the computed ones, in the same order: no stale, stray or missing row.
+    assert [line for line in section.splitlines() if line.startswith("| ")] == computed
 
 
 def test_findings_are_kept_without_the_datasets_text_and_restored_for_a_resume(runs, tmp_path):
