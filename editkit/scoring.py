@@ -21,9 +21,25 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from editkit.low_rank import LowRankUpdate, RowUpdates
 
 
+def transformer_body(model: PreTrainedModel) -> torch.nn.Module:
+    """The causal LM without its head, whose output has ``last_hidden_state``.
+
+    ``base_model`` is it in transformers 5.x; in 4.x some classes (Gemma 3's
+    causal LM) name a ``base_model_prefix`` they lack, so ``base_model`` is the
+    whole model there, and ``get_decoder()`` (or, where that too follows the
+    prefix, the usual ``model`` attribute) is the body.
+    """
+    body = model.base_model
+    if body is model:
+        body = model.get_decoder()
+    if body is model:
+        body = getattr(model, "model", model)
+    return body
+
+
 def cache_keyword(model: PreTrainedModel) -> str:
     """The body's name for a key/value cache argument: ``cache`` from transformers 5.x, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(transformer_body(model).forward).parameters else "past_key_values"
 
 
 def vocabulary_logits(
@@ -44,7 +60,7 @@ def vocabulary_logits(
     and ``attention_mask`` covers both.
     """
     cached = {cache_keyword(model): past_key_values, "use_cache": True} if past_key_values is not None else {"use_cache": False}
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **cached).last_hidden_state
+    hidden = transformer_body(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **cached).last_hidden_state
     logits = model.get_output_embeddings()(hidden[rows, positions])
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     if cap:

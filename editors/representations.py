@@ -9,7 +9,7 @@ import torch
 from editkit.facts import fill
 from editkit.models import LoadedModel
 from editkit.nethook import Trace
-from editkit.scoring import pad_batch
+from editkit.scoring import pad_batch, transformer_body
 
 
 def subject_last_index(tokenizer: Any, template: str, subject: str) -> int:
@@ -30,7 +30,7 @@ def module_io_at(loaded: LoadedModel, texts: list[str], module_name: str, indice
     tok = loaded.tokenizer
     ids, mask, _, _ = pad_batch([tok(t)["input_ids"] for t in texts], tok.pad_token_id, "right", loaded.device)
     with Trace(loaded.model, module_name, retain_input=True, stop=True) as trace:
-        loaded.model.base_model(input_ids=ids, attention_mask=mask)
+        transformer_body(loaded.model)(input_ids=ids, attention_mask=mask)
     rows, cols = torch.arange(len(texts)), torch.tensor(indices)
     return trace.input[rows, cols].float(), trace.output[rows, cols].float()
 

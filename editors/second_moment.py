@@ -32,6 +32,7 @@ from editkit.low_rank import out_in_shape
 from editkit.models import LoadedModel
 from editkit.nethook import Trace, get_module
 from editkit.progress import LOGGER
+from editkit.scoring import transformer_body
 from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def collect_second_moment(loaded: LoadedModel, module_name: str, corpus: Corpus,
                 mask[row, : len(chunk)] = 1
             ids, mask = ids.to(loaded.device), mask.to(loaded.device)
             with torch.no_grad(), Trace(model, module_name, retain_input=True, retain_output=False, stop=True) as trace:
-                model.base_model(input_ids=ids, attention_mask=mask)
+                transformer_body(model)(input_ids=ids, attention_mask=mask)
             keys = trace.input[mask.bool()].double()
             moment = keys.T @ keys if moment is None else moment + keys.T @ keys
             count += keys.shape[0]

@@ -26,7 +26,7 @@ from editkit.facts import Edit, fill
 from editkit.low_rank import LowRankUpdate, RowUpdates
 from editkit.models import LoadedModel
 from editkit.nethook import Trace
-from editkit.scoring import cache_keyword, encode_completion, pad_batch, vocabulary_logits
+from editkit.scoring import cache_keyword, encode_completion, pad_batch, transformer_body, vocabulary_logits
 from editors.representations import subject_last_index
 
 KL_TEMPLATES = ["{} is a"]
@@ -102,7 +102,7 @@ def optimize_targets(
         prefix = None
         if start:
             with torch.no_grad():
-                out = model.base_model(input_ids=ids[:, :start], attention_mask=mask[:, :start], position_ids=positions[:, :start],
+                out = transformer_body(model)(input_ids=ids[:, :start], attention_mask=mask[:, :start], position_ids=positions[:, :start],
                                        use_cache=True)
                 prefix = out[cache_keyword(model)]
 

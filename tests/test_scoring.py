@@ -63,3 +63,25 @@ def test_nan_weights_give_one_clear_error(tiny_loader):
         loaded.model.get_parameter("transformer.h.0.mlp.c_proj.weight").fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="NaN/inf log-probabilities for 'Paris' after 'The capital of France is'"):
         Scorer(loaded.model, loaded.tokenizer).object_probabilities(["The capital of France is"], ["Paris"])
+
+
+def test_the_body_is_found_where_base_model_is_the_whole_model():
+    """transformers 4.57's Gemma 3 causal LM names a ``base_model_prefix`` it lacks; the body must still be found."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from editkit.scoring import transformer_body, vocabulary_logits
+
+    class PrefixLacking(Gemma3ForCausalLM):
+        base_model_prefix = "language_model"
+
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              num_key_value_heads=1, head_dim=8)
+    torch.manual_seed(0)
+    model = PrefixLacking(config).eval()
+    assert model.base_model is model and transformer_body(model) is model.model
+    ids = torch.tensor([[1, 5, 9, 3]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits[0, 2]
+        only = vocabulary_logits(model, ids, mask, torch.tensor([0]), torch.tensor([2]))[0]
+    assert torch.allclose(full.float(), only, atol=1e-5)
