@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from editkit import tiny_models
 from editkit.cache import locked
 from editkit.messages import first_line
-from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, looks_like_path, package_dir
+from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, conversion_stamp, looks_like_path, package_dir
 from editkit.progress import step
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -82,8 +81,7 @@ def dequantized_folder(name: str, preset: GGUFPreset, cache_dir: Path) -> Path:
         if importlib.util.find_spec(needed) is None:
             raise ModelLoadError(f"--model {name}: reading GGUF needs the {needed!r} package ({preset.install_hint})")
     gguf_path = preset.locate()
-    stamp = hashlib.sha256(f"{gguf_path.name}:{gguf_path.stat().st_size}:{transformers.__version__}".encode()).hexdigest()[:12]
-    folder = cache_dir / "models" / f"{name}-{stamp}"
+    folder = cache_dir / "models" / f"{name}-{conversion_stamp(gguf_path)}"
     with locked(folder):
         if not (folder / "config.json").exists():
             with step(f"dequantizing {name} to float32 into {folder} (once; later loads read it)"):

