@@ -18,10 +18,10 @@ from benchmarks import dataset_dir_or_default
 from editkit.cache import default_cache_dir
 from editkit.contract import EditorSettings
 from editkit.models import load_model, resolve_device
-from editkit.scoring import Scorer
 from editors import make_editor
+from harness.executors.single import run_one
+from harness.executors.workbench import Workbench
 from harness.guard import ModelGuard
-from harness.runner import CaseRunner
 
 
 def main() -> None:
@@ -44,14 +44,14 @@ def main() -> None:
     for name in args.editors:
         editor = make_editor(name, loaded, EditorSettings(cache_dir=cache))
         guard = ModelGuard(loaded.model)
-        runner = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard)
-        runner.run(dataset.all_cases()[0])  # warm-up: statistics, templates, first-use costs
+        bench = Workbench.build(editor, dataset, guard)
+        run_one(bench, dataset.all_cases()[0])  # warm-up: statistics, templates, first-use costs
         guard.stats.check_seconds = guard.stats.snapshot_seconds = guard.stats.state_seconds = 0.0
         guard.stats.checks = 0
         start = time.perf_counter()
         cases = dataset.all_cases()
         for case in cases:
-            runner.run(case)
+            run_one(bench, case)
         total = time.perf_counter() - start
         n = len(cases)
         check, clone, state = (seconds / n for seconds in (guard.stats.check_seconds, guard.stats.snapshot_seconds,

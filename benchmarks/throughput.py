@@ -34,15 +34,16 @@ from benchmarks import dataset_dir_or_default
 
 def measure(model_name: str, editor_name: str, batch: int, n_cases: int, device: str, dataset_dir: str) -> dict:
     """One configuration, in this process."""
+
     from benchmark.datasets import load_dataset
     from editkit.cache import default_cache_dir
     from editkit.contract import EditorSettings
     from editkit.models import load_model, resolve_device
-    from editkit.scoring import Scorer
     from editkit.undo import editing
     from editors import make_editor
-    from harness.guard import ModelGuard
-    from harness.runner import CaseRunner
+    from harness.executors.lockstep import start_batch
+    from harness.executors.single import run_one
+    from harness.executors.workbench import Workbench
 
     cache_dir = default_cache_dir()
     loaded = load_model(model_name, resolve_device(device), cache_dir=cache_dir)
@@ -52,7 +53,7 @@ def measure(model_name: str, editor_name: str, batch: int, n_cases: int, device:
     warm = cases[-1].edit if hasattr(cases[-1], "edit") else cases[-1].edits[0]
     with editing(loaded.model, editor):  # templates, statistics: the one-time work
         editor.apply([warm])
-    runner = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=ModelGuard(loaded.model))
+    bench = Workbench.build(editor, dataset)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
         torch.cuda.reset_peak_memory_stats(loaded.device)
@@ -60,9 +61,15 @@ def measure(model_name: str, editor_name: str, batch: int, n_cases: int, device:
     records = []
     for first in range(0, len(cases), batch):
         group = cases[first : first + batch]
-        if batch > 1:
-            runner.prepare(group)
-        records += [runner.run(case) for case in group]
+        if batch == 1:
+            records += [run_one(bench, case) for case in group]
+            continue
+        start_of_group = start_batch(bench, group)
+        for case in group:
+            outcome = start_of_group.take(case.case_id)
+            if isinstance(outcome, Exception):
+                raise outcome
+            records.append(outcome or run_one(bench, case, ahead=start_of_group.take_ahead()))
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
         peak_mb = torch.cuda.max_memory_allocated(loaded.device) / 2**20

@@ -19,15 +19,16 @@ and checks that every tensor is bit for bit what it was. A violation, or an exce
 recorded as that case's error (naming the editor and the parameter); the
 model is restored and the next case runs on the original weights.
 
-Optional work ahead. With ``--case-batch K`` the harness first calls
-:meth:`Editor.prepare` with the edits the next K cases will make on the
+Optional work ahead, each declared by a class attribute. With ``--case-batch K``
+an editor that sets ``can_prepare`` gets :meth:`Editor.prepare` with the edits the next K cases will make on the
 original model; an editor may compute them together there (one batched pass
 instead of K) and use the result in ``apply`` while the model is unchanged.
 It must not change the model (the guard checks, as after an edit), and the
 updates must equal those made without it (the contract checker compares).
 An editor whose updates are low-rank may also offer
-:meth:`Editor.compute_updates`: then the K cases run together, each case's
-edited model a per-row hook on the original weights.
+:meth:`Editor.compute_updates` (``can_compute_updates``): then the K cases run
+together, each case's edited model a per-row hook on the original weights,
+and ``prepare`` is not called (it is called only when running together fails).
 
 Inputs. ``edits`` is a list of :class:`editkit.facts.Edit`: ``subject``,
 ``object`` (the fact's current object), ``new_object`` (``Entity(id, label)``)
@@ -100,16 +101,29 @@ def declared_names(editor: Editor, model: Any) -> list[str]:
     return list(dict(model.named_parameters())) if declared == ALL_PARAMETERS else list(declared)
 
 
+def capabilities(editor: type[Editor] | Editor) -> list[str]:
+    """What an editor declares it offers beyond ``apply``: ``batch`` (several edits as one update; ``--mle``),
+    ``prepare`` and ``compute_updates`` (``--case-batch``)."""
+    flags = (("supports_batch", "batch"), ("can_prepare", "prepare"), ("can_compute_updates", "compute_updates"))
+    return [name for flag, name in flags if getattr(editor, flag, False)]
+
+
 class Editor(abc.ABC):
     """An editing method bound to one loaded model. See the module docstring for the whole contract.
 
     Subclasses set ``name`` and ``supports_batch`` and implement
     :meth:`declared_parameters` and :meth:`apply`; :meth:`describe` adds
-    what to echo in the results (the hyper-parameters and their file).
+    what to echo in the results (the hyper-parameters and their file). An
+    editor that offers an optional method declares it: ``can_prepare = True``
+    for :meth:`prepare`, ``can_compute_updates = True`` for
+    :meth:`compute_updates` (the contract checker reports a method defined but
+    not declared, or declared but not defined).
     """
 
     name: ClassVar[str]
     supports_batch: ClassVar[bool] = False  # can apply several edits as one joint update (needed by --mle)
+    can_prepare: ClassVar[bool] = False  # offers prepare(): the harness calls it only when this is True
+    can_compute_updates: ClassVar[bool] = False  # offers compute_updates(): likewise
     hparams_dir: ClassVar[Path | None] = None  # where <model>.json files live; default: hparams/<name>/ or hparams/ beside the module
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:

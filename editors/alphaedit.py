@@ -49,6 +49,7 @@ class AlphaEdit(MEMIT):
     hparams_class = AlphaEditHyperParams
     # Not offered: an edit's update depends on the keys of its case's earlier edits, which a base's factors do not
     # carry; with --case-batch its cases run one at a time (first edits prepared together).
+    can_compute_updates = False
     compute_updates = Editor.compute_updates
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:

@@ -100,6 +100,8 @@ class MEMIT(Editor):
     """The shared procedure (targets, keys, residuals layer by layer); :meth:`layer_update` is MEMIT's least squares."""
 
     name = "memit"
+    can_prepare = True
+    can_compute_updates = True
     supports_batch = True
     hparams_class: type[ResidualEditHyperParams] = MEMITHyperParams
 

@@ -62,6 +62,8 @@ def check_rome_hparams(path: Any, hp: ROMEHyperParams, loaded: LoadedModel) -> N
 
 class ROME(Editor):
     name = "rome"
+    can_prepare = True
+    can_compute_updates = True
     supports_batch = False
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:

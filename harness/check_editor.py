@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, declared_names
+from editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, capabilities, declared_names
 from editkit.facts import Edit, Entity, Relation
 from editkit.fingerprints import named_tensors, parameter_digest
 from editkit.low_rank import weight_update
@@ -112,7 +112,9 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
         checks.append(Check("deterministic under the same seed", same, "identical weights" if same else "weights differ"))
     if editor.supports_batch:
         one_run(list(edits[:3]), f"batch of {len(edits[:3])}")
-    if type(editor).prepare is not Editor.prepare:  # --case-batch: work ahead must leave the model and change no update
+    checks.append(Check("declared capabilities", None, ", ".join(capabilities(editor)) or "none beyond apply()"))
+    checks += _declared_capabilities(editor)
+    if editor.can_prepare:  # --case-batch: work ahead must leave the model and change no update
         try:
             guard.prepare(editor, list(edits[:3]), seed)
             checks.append(Check("prepare() leaves the model untouched", True, "untouched"))
@@ -126,7 +128,7 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
             close = first.keys() == prepared.keys() and max(gaps, default=0.0) <= 1e-3
             checks.append(Check("prepared edit equals the unprepared one", close,
                                 f"largest difference {max(gaps, default=0.0):.1e} of the update" if gaps else "different tensors"))
-    if type(editor).compute_updates is not Editor.compute_updates:
+    if editor.can_compute_updates:
         checks += _update_checks(editor, guard, edits, seed)
     now = ModelState.read(model)
     hooks_left = now.hooks - state.hooks
@@ -135,6 +137,20 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
                         now.requires_grad == state.requires_grad and now.training == state.training and now.config == state.config,
                         "unchanged" if now.requires_grad == state.requires_grad and now.training == state.training
                         and now.config == state.config else "changed"))
+    return checks
+
+
+def _declared_capabilities(editor: Editor) -> list[Check]:
+    """An optional method is used only when declared: one defined but not declared (or the reverse) is a mistake."""
+    checks = []
+    for flag, method in (("can_prepare", "prepare"), ("can_compute_updates", "compute_updates")):
+        defined = getattr(type(editor), method) is not getattr(Editor, method)
+        declared = bool(getattr(editor, flag))
+        if defined or declared:
+            detail = ("declared and defined" if defined and declared else
+                      f"{method}() is defined but {flag} is not True: the harness never calls it" if defined else
+                      f"{flag} is True but {method}() is not defined")
+            checks.append(Check(f"{method}() declared by {flag}", defined == declared, detail))
     return checks
 
 
@@ -222,3 +238,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

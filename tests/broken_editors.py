@@ -127,6 +127,7 @@ class ChangesInPrepare(_Nudges):
     """Writes a weight in ``prepare`` (through ``.data``, which no version counter sees); prepare must leave the model."""
 
     name = "changes-in-prepare"
+    can_prepare = True
 
     def prepare(self, edits):
         self.loaded.model.get_parameter("model.norm.weight").data += 1.0
@@ -134,6 +135,7 @@ class ChangesInPrepare(_Nudges):
 
 class RaisesInPrepare(_Nudges):
     name = "raises-in-prepare"
+    can_prepare = True
 
     def prepare(self, edits):
         raise RuntimeError("injected failure while preparing")
@@ -143,6 +145,7 @@ class NudgesInFactors(_Nudges):
     """The nudge, also offered as factors (``compute_updates``): ``+0.01`` everywhere is ``0.01·1 1ᵀ``, rank one."""
 
     name = "nudges-in-factors"
+    can_compute_updates = True
 
     def compute_updates(self, edit_groups, bases):
         from editkit.low_rank import LowRankUpdate

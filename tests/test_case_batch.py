@@ -61,29 +61,30 @@ def _runner(tiny_loader, cache_dir: Path, published: Path, editor_class: str):
     from benchmark.datasets import load_dataset
     from editkit.contract import EditorSettings
     from editkit.models import reload_weights
-    from editkit.scoring import Scorer
     from editors import make_editor
+    from harness.executors.workbench import Workbench
     from harness.guard import ModelGuard
-    from harness.runner import CaseRunner
 
     loaded = tiny_loader("tiny-llama")
     dataset = load_dataset(published / "GPT2-XL", limit=2)
     editor = make_editor(f"tests.broken_editors:{editor_class}", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
     guard = ModelGuard(loaded.model, reload=lambda: reload_weights(loaded, cache_dir))
     cases = [case for split in dataset.cases.values() for case in split]
-    return CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard), cases, loaded
+    return Workbench.build(editor, dataset, guard), cases, loaded
 
 
 def test_cases_run_together_on_factors_equal_the_cases_run_one_at_a_time(tiny_loader, cache_dir: Path, published: Path):
     """Every split: an editor's factors, seen per row through hooks, give each case's scores as its written weights do."""
     from editkit.fingerprints import parameter_digest
+    from harness.executors.lockstep import start_batch
+    from harness.executors.single import run_one
 
-    runner, cases, loaded = _runner(tiny_loader, cache_dir, published, "NudgesInFactors")
+    bench, cases, loaded = _runner(tiny_loader, cache_dir, published, "NudgesInFactors")
     original = parameter_digest(loaded.model)
-    alone = {case.case_id: runner.run(case) for case in cases}
-    runner.prepare(cases)
+    alone = {case.case_id: run_one(bench, case) for case in cases}
+    start = start_batch(bench, cases)
     assert parameter_digest(loaded.model) == original
-    together = {case.case_id: runner.run(case) for case in cases}
+    together = {case.case_id: start.take(case.case_id) for case in cases}
     assert {r.split for r in together.values()} == {"coverage", "reverse", "composite", "easy", "hard"}
     for case_id, a in alone.items():
         b = together[case_id]
@@ -107,11 +108,15 @@ def test_cases_run_together_on_factors_equal_the_cases_run_one_at_a_time(tiny_lo
 def test_a_batch_whose_factors_break_the_contract_runs_one_case_at_a_time(tiny_loader, cache_dir: Path, published: Path, broken: str,
                                                                           expected: str):
     from editkit.fingerprints import parameter_digest
+    from harness.executors.lockstep import start_batch
+    from harness.executors.single import run_one
 
-    runner, cases, loaded = _runner(tiny_loader, cache_dir, published, broken)
+    bench, cases, loaded = _runner(tiny_loader, cache_dir, published, broken)
     original = parameter_digest(loaded.model)
-    runner.prepare(cases)
+    start = start_batch(bench, cases)
     assert parameter_digest(loaded.model) == original
-    first = runner.run(cases[0])
+    assert all(start.take(case.case_id) is None for case in cases)
+    first = run_one(bench, cases[0], ahead=start.take_ahead())
     assert first.status == "ok" and f"ran one at a time instead of together: {expected}" in first.notes[-1], first.notes
-    assert all(not note.startswith("run together") for case in cases[1:] for note in runner.run(case).notes)
+    assert start.take_ahead() is None  # counted once
+    assert all(not note.startswith("run together") for case in cases[1:] for note in run_one(bench, case).notes)

@@ -15,11 +15,12 @@ from benchmark.datasets import load_dataset
 from editkit.contract import EditorSettings
 from editkit.fingerprints import parameter_digest
 from editkit.models import reload_weights
-from editkit.scoring import Scorer
 from editors import make_editor
 from harness.check_editor import run_checks
+from harness.executors.lockstep import start_batch
+from harness.executors.single import run_one
+from harness.executors.workbench import Workbench
 from harness.guard import EditFailure, ModelGuard
-from harness.runner import CaseRunner
 
 from .test_plugin import records, run_pytest
 
@@ -99,16 +100,14 @@ def test_after_a_failed_edit_the_next_case_runs_on_the_original_weights(tiny_loa
     dataset = load_dataset(published / "GPT2-XL", splits=("easy", "reverse"), limit=1)
     easy, reverse = dataset.cases["easy"][0], dataset.cases["reverse"][0]
     guard = ModelGuard(loaded.model, reload=lambda: reload_weights(loaded, cache_dir))
-    scorer = Scorer(loaded.model, loaded.tokenizer)
-    bad = CaseRunner(make_editor(f"tests.broken_editors:{broken}", loaded, settings(cache_dir)), scorer, dataset, guard=guard)
+    bad = Workbench.build(make_editor(f"tests.broken_editors:{broken}", loaded, settings(cache_dir)), dataset, guard)
     with pytest.raises(EditFailure, match="editor '(undeclared-change|undeclared-in-place|raises-mid-edit)'"):
-        bad.run(easy)
+        run_one(bad, easy)
     assert parameter_digest(loaded.model) == original
     good = make_editor("tests.broken_editors:Fine", loaded, settings(cache_dir))
-    after_failure = CaseRunner(good, scorer, dataset, guard=guard).run(reverse)
+    after_failure = run_one(Workbench.build(good, dataset, guard), reverse)
     fresh = tiny_loader("tiny-llama")
-    on_fresh = CaseRunner(make_editor("tests.broken_editors:Fine", fresh, settings(cache_dir)),
-                          Scorer(fresh.model, fresh.tokenizer), dataset).run(reverse)
+    on_fresh = run_one(Workbench.build(make_editor("tests.broken_editors:Fine", fresh, settings(cache_dir)), dataset), reverse)
     assert after_failure.scores == on_fresh.scores and after_failure.metrics == on_fresh.metrics
     assert parameter_digest(loaded.model) == original
 
@@ -179,10 +178,9 @@ def test_a_prepare_that_breaks_the_contract_is_one_error_and_the_model_stays_ori
     original = parameter_digest(loaded.model)
     dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=2)
     guard = ModelGuard(loaded.model, reload=lambda: reload_weights(loaded, cache_dir))
-    runner = CaseRunner(make_editor(f"tests.broken_editors:{broken}", loaded, settings(cache_dir)),
-                        Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard)
+    bench = Workbench.build(make_editor(f"tests.broken_editors:{broken}", loaded, settings(cache_dir)), dataset, guard)
     with pytest.raises(EditFailure) as failure:
-        runner.prepare(dataset.cases["easy"])
+        start_batch(bench, dataset.cases["easy"])
     assert str(failure.value).startswith(expected)
     assert parameter_digest(loaded.model) == original
-    assert runner.run(dataset.cases["easy"][0]).status == "ok"  # the cases then edit one at a time
+    assert run_one(bench, dataset.cases["easy"][0]).status == "ok"  # the cases then edit one at a time

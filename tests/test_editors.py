@@ -14,7 +14,8 @@ from editkit.scoring import Scorer
 from editkit.undo import editing
 from editors import SHIPPED, editor_class, make_editor
 from editors.memit import through_rms_norm
-from harness.runner import CaseRunner
+from harness.executors.single import run_one
+from harness.executors.workbench import Workbench
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 
@@ -99,7 +100,7 @@ def test_mle_needs_a_batch_editor(tiny_loader, cache_dir, published):
     dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=1)
     rome = make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
     with pytest.raises(ValueError, match="--mle .* editor 'rome' cannot edit a batch"):
-        CaseRunner(rome, Scorer(loaded.model, loaded.tokenizer), dataset, mle=True)
+        Workbench.build(rome, dataset, mle=True)
 
 
 def test_mle_edits_every_true_object_in_the_second_step(tiny_loader, cache_dir, published):
@@ -107,7 +108,7 @@ def test_mle_edits_every_true_object_in_the_second_step(tiny_loader, cache_dir, 
     dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=1)
     case = dataset.cases["easy"][0]
     memit = make_editor("memit", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
-    outcome = CaseRunner(memit, Scorer(loaded.model, loaded.tokenizer), dataset, mle=True).run(case)
+    outcome = run_one(Workbench.build(memit, dataset, mle=True), case)
     second_step = outcome.edits[1:]
     assert len(second_step) == len(case.true_objects)
     assert {e.split("-> ")[1].rstrip("]") for e in second_step} == {o.label for o in case.true_objects}

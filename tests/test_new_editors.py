@@ -14,11 +14,11 @@ from editkit.contract import EditorSettings
 from editkit.facts import fill
 from editkit.fingerprints import parameter_digest
 from editkit.hparams import module_name
-from editkit.scoring import Scorer
 from editkit.undo import editing
 from editors import make_editor
 from editors.representations import subject_io
-from harness.runner import CaseRunner
+from harness.executors.single import run_one
+from harness.executors.workbench import Workbench
 from tests.test_plugin import records, run_pytest
 
 
@@ -111,7 +111,7 @@ def test_mle_works_with_every_batch_editor(tiny_loader, cache_dir, published, ed
     case = dataset.cases["easy"][0]
     editor = make_editor(editor_name, loaded, settings(cache_dir))
     digest = parameter_digest(loaded.model)
-    outcome = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, mle=True).run(case)
+    outcome = run_one(Workbench.build(editor, dataset, mle=True), case)
     assert len(outcome.edits) == 1 + len(case.true_objects)
     assert parameter_digest(loaded.model) == digest
 

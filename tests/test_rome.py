@@ -17,7 +17,8 @@ from editkit.scoring import Scorer
 from editkit.undo import editing
 from editors import UnknownEditorError, make_editor
 from editors.representations import subject_last_index
-from harness.runner import CaseRunner
+from harness.executors.single import run_one
+from harness.executors.workbench import Workbench
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 EDIT = Edit(Entity("Q90", "Paris"), Relation("P17", "{} is located in the country of", "", "country"),
@@ -63,10 +64,10 @@ def test_every_case_leaves_the_model_bit_identical(tiny_loader, cache_dir, publi
     loaded = tiny_loader("tiny-llama")
     editor = make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
     dataset = load_dataset(published / "GPT2-XL", limit=1)
-    runner = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset)
+    bench = Workbench.build(editor, dataset)
     digest = parameter_digest(loaded.model)
     for case in dataset.all_cases():
-        outcome = runner.run(case)
+        outcome = run_one(bench, case)
         assert parameter_digest(loaded.model) == digest, case.case_id
         assert outcome.seconds_edit > 0
         assert set(outcome.metrics) >= ({"IR", "D", "FR"} if case.benchmark == "round" else {"CS_exp", "CM"})

@@ -11,39 +11,35 @@ import torch
 from benchmark.datasets import load_dataset
 from editkit.contract import EditorSettings
 from editkit.fingerprints import parameter_digest
-from editkit.scoring import Scorer
 from editors import make_editor
-from harness.chain import Chain
-from harness.guard import EditFailure, ModelGuard
-from harness.runner import CaseRunner
+from harness.executors.chained import ChainRun, run_on_chain, start_chain
+from harness.executors.workbench import Workbench
+from harness.guard import EditFailure
 from tests.broken_editors import DECLARED
 from tests.test_plugin import records, run_pytest
 
 
-def chain_runner(loaded, editor, dataset):
-    guard = ModelGuard(loaded.model)
-    runner = CaseRunner(editor, Scorer(loaded.model, loaded.tokenizer), dataset, guard=guard, retention_every=2, retention_sample=5)
-    runner.chain = Chain(guard, editor, "chain-1-of-1")
-    return runner
+def chain_runner(editor, dataset, cases=(), restart_every=None) -> tuple[Workbench, ChainRun]:
+    bench = Workbench.build(editor, dataset)
+    return bench, start_chain(bench, "chain-1-of-1", cases, restart_every, retention_every=2, retention_sample=5)
 
 
 def test_edits_accumulate_and_the_chain_ends_on_the_original_model(tiny_loader, cache_dir, published):
     loaded = tiny_loader("tiny-llama")
     dataset = load_dataset(published / "GPT2-XL", splits=("easy", "reverse"), limit=2)
     cases = dataset.cases["easy"] + dataset.cases["reverse"]
-    runner = chain_runner(loaded, make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000)), dataset)
     digest = parameter_digest(loaded.model)
-    runner.score_originals(cases)
+    bench, chain = chain_runner(make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000)), dataset, cases)
     positions, weights = [], []
     for case in cases:
-        record = runner.run(case)
+        record = run_on_chain(bench, chain, case)
         positions.append(record.chain_position)
         weights.append(loaded.model.get_parameter("model.layers.0.mlp.down_proj.weight").detach().clone())
         if record.benchmark == "round":
             assert set(record.original_metrics) == {"IR", "FR", "D"}
     assert positions == [0, 2, 4, 6]  # each case's two edits stay on the model
     assert not torch.equal(weights[0], weights[-1]) and parameter_digest(loaded.model) != digest
-    assert runner.chain.restore() is None
+    assert chain.chain.restore() is None
     assert parameter_digest(loaded.model) == digest
 
 
@@ -51,21 +47,21 @@ def test_a_failed_edit_is_rolled_back_and_the_chain_goes_on(tiny_loader, cache_d
     loaded = tiny_loader("tiny-llama")
     dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=3)
     editor = make_editor("tests.broken_editors:FailsThirdEdit", loaded, EditorSettings(cache_dir=cache_dir))
-    runner = chain_runner(loaded, editor, dataset)
+    bench, chain = chain_runner(editor, dataset)
     digest = parameter_digest(loaded.model)
     weight = loaded.model.get_parameter(DECLARED)
-    first = runner.run(dataset.cases["easy"][0])  # edits 1 and 2
+    first = run_on_chain(bench, chain, dataset.cases["easy"][0])  # edits 1 and 2
     after_first = weight.detach().clone()
     try:
-        runner.run(dataset.cases["easy"][1])  # edit 3 fails after writing
+        run_on_chain(bench, chain, dataset.cases["easy"][1])  # edit 3 fails after writing
         raise AssertionError("the third edit should have failed")
     except EditFailure as failure:
         assert "injected failure on the third edit" in str(failure)
     assert torch.equal(weight, after_first)  # the chain is as it was before the failed edit
-    third = runner.run(dataset.cases["easy"][2])
+    third = run_on_chain(bench, chain, dataset.cases["easy"][2])
     assert first.chain_position == 0 and third.chain_position == 2 and third.status == "ok"
     assert not torch.equal(weight, after_first)
-    runner.chain.restore()
+    chain.chain.restore()
     assert parameter_digest(loaded.model) == digest
 
 
@@ -117,10 +113,9 @@ def test_a_segment_restart_comes_before_the_next_case_scores_its_m0(tiny_loader,
     """--sequential 1: every case starts on the original model, so its M0 is the original model's."""
     loaded = tiny_loader("tiny-llama")
     dataset = load_dataset(published / "GPT2-XL", splits=("easy",), limit=3)
-    runner = chain_runner(loaded, make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000)), dataset)
-    runner.chain.restart_every = 1
-    runner.score_originals(dataset.cases["easy"])
-    records_ = [runner.run(case) for case in dataset.cases["easy"]]
+    bench, chain = chain_runner(make_editor("rome", loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000)), dataset,
+                                dataset.cases["easy"], restart_every=1)
+    records_ = [run_on_chain(bench, chain, case) for case in dataset.cases["easy"]]
     assert [r.chain_position for r in records_] == [0, 0, 0] and [r.chain_segment for r in records_] == [0, 1, 2]
     for record in records_:
         assert record.scores["m0_true"] == record.scores["m0_original_true"]

@@ -1,11 +1,12 @@
-"""Fixtures: the model, the editor, the guard and the case runner, built once per process (worker),
-and ``run_case``, which runs one case and attaches its record to the item's report."""
+"""Fixtures: the model, the editor, the guard and the workbench, built once per process (worker), and ``run_case``,
+which runs one case with the executor of the run's mode and attaches its record to the item's report."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,26 +118,40 @@ def model_guard(loaded_model, run_options: RunOptions):
 
 
 @pytest.fixture(scope="session")
-def case_runner(pytestconfig: pytest.Config, editor, loaded_model, model_guard, run_options: RunOptions):
+def workbench(pytestconfig: pytest.Config, editor, loaded_model, model_guard, run_options: RunOptions):
+    """What the executors (harness/executors/) are given: editor, scorer, guard, and the unedited model's scores on disk."""
     from editkit.scoring import Scorer
+    from harness.executors.workbench import Workbench
     from harness.original_scores import OriginalScores
-    from harness.runner import CaseRunner
 
     original = OriginalScores(run_options.cache_path / "original-scores" / f"{loaded_model.fingerprint}-{run_options.dtype}.jsonl")
     try:
-        runner = CaseRunner(editor, Scorer(loaded_model.model, loaded_model.tokenizer), lambda: dataset_of(pytestconfig),
-                            seed=run_options.seed, mle=run_options.mle, guard=model_guard,
-                            retention_every=run_options.retention_every, retention_sample=run_options.retention_sample,
-                            original_scores=original)
+        return Workbench(editor, Scorer(loaded_model.model, loaded_model.tokenizer), model_guard, seed=run_options.seed,
+                         mle=run_options.mle, paraphrases_of=lambda case: dataset_of(pytestconfig).prompts_for(case),
+                         original_scores=original)
     except ValueError as exc:
         pytest.fail(str(exc), pytrace=False)
-    yield runner
-    if runner.chain is not None:  # the last chain of this worker: back to the original model
-        problem = runner.chain.restore()
-        if problem:
-            import warnings
 
-            warnings.warn(f"sequential mode: {problem}", stacklevel=1)
+
+@dataclass
+class WorkerProgress:
+    """What one worker's items share: the chain its cases join (``--sequential``), the batches it started (``--case-batch``)."""
+
+    chain: Any = None  # harness.executors.chained.ChainRun
+    batches: dict[str, Any] = field(default_factory=dict)  # batch id -> harness.executors.lockstep.BatchStart
+
+
+@pytest.fixture(scope="session")
+def worker_progress():
+    progress = WorkerProgress()
+    yield progress
+    from harness.executors.chained import end_chain
+
+    problem = end_chain(progress.chain)  # the last chain of this worker: back to the original model
+    if problem:
+        import warnings
+
+        warnings.warn(f"sequential mode: {problem}", stacklevel=1)
 
 
 def _cases_of(session: pytest.Session, belongs: Callable[[pytest.Item], bool]) -> list:
@@ -151,58 +166,72 @@ def _cases_of(session: pytest.Session, belongs: Callable[[pytest.Item], bool]) -
     return cases
 
 
-def _join_chain(request: pytest.FixtureRequest, case_runner, run_options: RunOptions) -> None:
-    """Sequential mode: put the runner on this item's chain (restoring the model when a new chain starts)."""
-    from harness.chain import Chain
+def _chain_for(request: pytest.FixtureRequest, progress: WorkerProgress, bench, run_options: RunOptions):
+    """Sequential mode: the chain this item's case joins (the model restored when a new chain starts)."""
+    from harness.executors.chained import end_chain, start_chain
     from harness.plugin.collection import chain_of
 
     chain_id = chain_of(request.node) or "chain-1-of-1"
-    if case_runner.chain is not None and case_runner.chain.chain_id == chain_id:
-        return
-    if case_runner.chain is not None:
-        case_runner.chain.restore()
-    case_runner.chain = Chain(case_runner.guard, case_runner.editor, chain_id, restart_every=run_options.sequential or None)
-    case_runner.score_originals(_cases_of(request.session, lambda item: chain_of(item) == chain_id))  # the original-model reading, before the chain's first edit
+    if progress.chain is None or progress.chain.chain.chain_id != chain_id:
+        end_chain(progress.chain)
+        progress.chain = start_chain(bench, chain_id, _cases_of(request.session, lambda item: chain_of(item) == chain_id),
+                                     restart_every=run_options.sequential or None, retention_every=run_options.retention_every,
+                                     retention_sample=run_options.retention_sample)
+    return progress.chain
 
 
-def _prepare_batch(request: pytest.FixtureRequest, case_runner) -> None:
-    """``--case-batch``: on the first case of a batch this worker meets, run the batch's cases together (an editor with
-    ``compute_updates``) or work out their first edits ahead (``prepare``); each item then reports its own case."""
+def _batch_for(request: pytest.FixtureRequest, progress: WorkerProgress, bench, batch: str):
+    """``--case-batch``: the start of this item's batch, made on the first of its cases this worker meets."""
+    from harness.executors.lockstep import BatchStart, start_batch
     from harness.plugin.collection import batch_of
 
-    batch = batch_of(request.node)
-    if batch is None or case_runner.prepared_batch == batch:
-        return
-    case_runner.prepared_batch = batch  # once, also when it fails: the batch's cases then edit one at a time
-    case_runner.prepare(_cases_of(request.session, lambda item: batch_of(item) == batch))
+    if batch not in progress.batches:
+        progress.batches[batch] = BatchStart()  # once, also when it fails: the batch's cases then run one at a time
+        progress.batches[batch] = start_batch(bench, _cases_of(request.session, lambda item: batch_of(item) == batch))
+    return progress.batches[batch]
 
 
 @pytest.fixture
-def run_case(request: pytest.FixtureRequest, case_runner, run_config, run_options: RunOptions):
-    """Run a case, attach its record to the report, and fail the item if its pitfall showed or the edit failed."""
+def run_case(request: pytest.FixtureRequest, workbench, worker_progress: WorkerProgress, run_config, run_options: RunOptions):
+    """Run a case with the executor of the run's mode, attach its record to the report, and fail the item if its
+    pitfall showed or the edit failed."""
+    from harness.executors.chained import run_on_chain
+    from harness.executors.single import run_one
+    from harness.executors.workbench import CaseInputError
     from harness.guard import EditFailure
-    from harness.plugin.collection import identity_of
+    from harness.plugin.collection import batch_of, identity_of
     from harness.records import CaseRecord
-    from harness.runner import CaseInputError, case_seed
 
     def attach(record: CaseRecord) -> None:
         request.node.user_properties.append((RECORD_PROPERTY, record.to_json()))
         request.node.user_properties.append((CONFIG_PROPERTY, json.dumps(run_config, ensure_ascii=False, default=str)))
 
+    def execute(case, paraphrases):
+        if run_options.sequential is not None:
+            return run_on_chain(workbench, _chain_for(request, worker_progress, workbench, run_options), case, paraphrases)
+        batch = batch_of(request.node)
+        if batch is not None and paraphrases is None:
+            start = _batch_for(request, worker_progress, workbench, batch)
+            outcome = start.take(case.case_id)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome if outcome is not None else run_one(workbench, case, ahead=start.take_ahead())
+        return run_one(workbench, case, paraphrases)
+
     def run(case, paraphrases: dict[str, tuple[str, ...]] | None = None):
         """``paraphrases``: relation id -> extra prompt templates, for a hand-written case."""
-        if run_options.sequential is not None:
-            _join_chain(request, case_runner, run_options)
+        error = None
         try:
-            _prepare_batch(request, case_runner)
-            record = case_runner.run(case, paraphrases)
+            record = execute(case, paraphrases)
         except (EditFailure, CaseInputError) as exc:
-            chain = case_runner.chain
-            attach(CaseRecord(**identity_of(case), status="error", seed=case_seed(run_options.seed, case.case_id),
-                              error=str(exc), device=str(case_runner.editor.loaded.device), worker=worker_id(),
+            error = str(exc)
+        if error is not None:  # outside the handler: the failure text holds the error once
+            chain = worker_progress.chain.chain if worker_progress.chain is not None else None
+            attach(CaseRecord(**identity_of(case), status="error", seed=workbench.seed_of(case), error=error,
+                              device=str(workbench.editor.loaded.device), worker=worker_id(),
                               chain=chain.chain_id if chain else "", chain_position=chain.edits_applied if chain else None,
                               chain_segment=chain.segment if chain else None))
-            pytest.fail(str(exc), pytrace=False)
+            pytest.fail(error, pytrace=False)
         record.worker = worker_id()
         attach(record)
         if record.pitfall and not run_options.record_only:
