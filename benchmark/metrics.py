@@ -70,7 +70,7 @@ def js_divergence(true_scores_m0: Sequence[float], true_scores_m2: Sequence[floa
         raise ValueError("distortion needs two equally long lists of at least 2 scores")
     p, q = _normalize(true_scores_m2), _normalize(true_scores_m0)
     m = [(pi + qi) / 2 for pi, qi in zip(p, q)]
-    return (_kl(p, m) + _kl(q, m)) / 2
+    return max(0.0, (_kl(p, m) + _kl(q, m)) / 2)  # >= 0; rounding gives -1e-17 for equal lists
 
 
 def distortion(true_scores_m0: Sequence[float], true_scores_m2: Sequence[float]) -> float:

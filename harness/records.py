@@ -133,6 +133,33 @@ def read_run_config(folder: Path) -> dict[str, Any]:
     return {}
 
 
+# run.json keys that may differ between two sessions of one run: with what software it ran, how it was asked, and
+# paths (a clean worktree elsewhere runs the same files; the values read from them are compared instead).
+NOT_WHAT_IT_USED = frozenset({"versions", "git_commit", "requested", "hparams_file", "dataset_dir", "stats_dir"})
+
+
+def what_it_used_differs(before: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first value two run configurations both hold and differ in (``hparams.layers``, ``model_fingerprint`` ...).
+
+    None when they agree, or when ``before`` was written before any case reached the editor (no fingerprint yet).
+    """
+    if "model_fingerprint" not in before:
+        return None
+    plain = lambda value: json.loads(json.dumps(value, ensure_ascii=False, default=str))
+
+    def first_difference(a: Any, b: Any, where: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in a.keys() & b.keys():
+                found = first_difference(a[key], b[key], f"{where}.{key}" if where else str(key))
+                if found:
+                    return found
+            return None
+        return f"{where}={a!r}, this one uses {where}={b!r}" if a != b else None
+
+    common = sorted((before.keys() & now.keys()) - NOT_WHAT_IT_USED)
+    return first_difference({k: plain(before[k]) for k in common}, {k: plain(now[k]) for k in common}, "")
+
+
 def write_run_config(folder: Path, config: dict[str, Any]) -> None:
     (folder / RUN_FILE).write_text(json.dumps(config, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
 

@@ -16,6 +16,8 @@ from harness.plugin.options import STATE, RunOptions, dataset_of, worker_id, wor
 
 RECORD_PROPERTY = "pitfalls_record"  # user property: the CaseRecord's JSON
 CONFIG_PROPERTY = "pitfalls_config"  # user property: the run configuration's JSON
+REFUSED_PROPERTY = "pitfalls_refused"  # user property: why the run folder refuses this run (no record is written)
+PRIOR_RUN_INPUT = "pitfalls_prior_run"  # workerinput: the JSON of {"run_dir", "config"} of the run folder continued
 
 
 def share_cpu_threads(config: pytest.Config) -> None:
@@ -191,8 +193,24 @@ def _batch_for(request: pytest.FixtureRequest, progress: WorkerProgress, bench, 
     return progress.batches[batch]
 
 
+def _refusal(config: pytest.Config, run_config: dict[str, Any]) -> str | None:
+    """Why the run folder this run continues refuses it: it holds records of a run that used other values (a
+    hyper-parameter file edited in place, another model's weights). Checked before the first case of each worker."""
+    from harness.records import what_it_used_differs
+
+    workerinput = getattr(config, "workerinput", None)
+    prior = json.loads(workerinput[PRIOR_RUN_INPUT]) if workerinput and PRIOR_RUN_INPUT in workerinput else config.stash[STATE].prior_run
+    if not prior:
+        return None
+    differs = what_it_used_differs(prior["config"], run_config)
+    if differs is None:
+        return None
+    return (f"{prior['run_dir']}: holds a run that used {differs}; its records would mix with this run's. Choose another "
+            "--run-name, or put back what changed (a hyper-parameter file edited in place, other weights)")
+
+
 @pytest.fixture
-def run_case(request: pytest.FixtureRequest, workbench, worker_progress: WorkerProgress, run_config, run_options: RunOptions):
+def run_case(request: pytest.FixtureRequest, pytestconfig: pytest.Config, workbench, worker_progress: WorkerProgress, run_config, run_options: RunOptions):
     """Run a case with the executor of the run's mode, attach its record to the report, and fail the item if its
     pitfall showed or the edit failed."""
     from harness.executors.chained import run_on_chain
@@ -217,6 +235,11 @@ def run_case(request: pytest.FixtureRequest, workbench, worker_progress: WorkerP
                 raise outcome
             return outcome if outcome is not None else run_one(workbench, case, ahead=start.take_ahead())
         return run_one(workbench, case, paraphrases)
+
+    refused = _refusal(pytestconfig, run_config)
+    if refused:
+        request.node.user_properties.append((REFUSED_PROPERTY, refused))
+        pytest.fail(refused, pytrace=False)
 
     def run(case, paraphrases: dict[str, tuple[str, ...]] | None = None):
         """``paraphrases``: relation id -> extra prompt templates, for a hand-written case."""

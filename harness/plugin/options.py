@@ -216,6 +216,7 @@ class PluginState:
     options: RunOptions
     dataset: Dataset | None = None
     dataset_root: str | None = None  # --dataset-dir, or the generated default dataset's folder
+    prior_run: dict | None = None  # the controller: {"run_dir", "config"} of the run folder this run continues
 
 
 STATE = pytest.StashKey[PluginState]()

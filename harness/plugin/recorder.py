@@ -22,7 +22,7 @@ import pytest
 from filelock import FileLock, Timeout
 
 from harness.plugin.collection import case_identity, identity_of
-from harness.plugin.fixtures import CONFIG_PROPERTY, RECORD_PROPERTY
+from harness.plugin.fixtures import CONFIG_PROPERTY, PRIOR_RUN_INPUT, RECORD_PROPERTY, REFUSED_PROPERTY
 from harness.plugin.options import STATE, dataset_of
 from harness.records import (
     CASES_FILE,
@@ -59,6 +59,7 @@ class ResultsRecorder:
         self.config_written = False
         self.selection_written = False
         self.error: str | None = None  # the results folder fault, once
+        self.refused = False  # a worker refused the run folder (it holds a run that used other values)
         self.session: pytest.Session | None = None  # set when the session starts: a fault stops it
 
     # The run folder -------------------------------------------------------------------
@@ -120,8 +121,31 @@ class ResultsRecorder:
 
     # Hooks ----------------------------------------------------------------------------
 
+    @pytest.hookimpl(tryfirst=True)  # before xdist starts any worker
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """A named run folder that exists is checked now, so a refused run runs no item: one usage line."""
         self.session = session
+        o = self.options
+        if not o.run_name or not (Path(o.results_dir).expanduser() / o.run_name).is_dir():
+            return
+        try:
+            self._open()
+        except ResultsFolderError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        state = self.config.stash[STATE]
+        state.prior_run = {"run_dir": str(self.run_dir), "config": read_run_config(self.run_dir)}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Each worker gets the run folder's configuration, to refuse before its first case a run that uses other values."""
+        prior = self.config.stash[STATE].prior_run
+        if prior is not None:
+            node.workerinput[PRIOR_RUN_INPUT] = json.dumps(prior, ensure_ascii=False, default=str)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """A session stopped before it finished (a usage error at its start): the lock is released all the same."""
+        if self.lock is not None and self.lock.is_locked:
+            self.lock.release()
 
     def _write_selection(self, identities: list[dict]) -> None:
         """``selection.json``: how many cases of each split were selected, and which, so a report can tell an
@@ -162,6 +186,10 @@ class ResultsRecorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
+        if REFUSED_PROPERTY in properties:  # the run folder holds a run that used other values: nothing is written
+            self.refused = True
+            self._fail(properties[REFUSED_PROPERTY])
+            return
         if report.when == "call" and RECORD_PROPERTY in properties:
             record = CaseRecord.from_dict(json.loads(properties[RECORD_PROPERTY]))
             self._guarded(lambda: self._write_config(properties.get(CONFIG_PROPERTY)))
@@ -192,7 +220,9 @@ class ResultsRecorder:
             self._guarded(self._finish)
         if self.lock is not None:
             self.lock.release()
-        if self.error is not None:
+        if self.refused:
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        elif self.error is not None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if session.exitstatus == 0 else session.exitstatus
 
     def _finish(self) -> None:

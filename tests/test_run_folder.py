@@ -1,0 +1,61 @@
+"""A run folder continued by a later session: refused before any case runs when it holds another run, by what that run
+asked for or by what it used; an editor's error reads once in the failure text."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.test_faults import REPO, env_for, lines, suite_command
+
+FT_HPARAMS = REPO / "editors" / "hparams" / "ft" / "tiny-llama.json"
+
+
+def run(command: list[str], cache_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=REPO, env=env_for(cache_dir), capture_output=True, text=True, timeout=600)
+
+
+def test_a_hyper_parameter_file_edited_in_place_is_refused_and_nothing_mixes(published, cache_dir, tmp_path):
+    hparams = tmp_path / "ft.json"
+    hparams.write_text(FT_HPARAMS.read_text(encoding="utf-8"), encoding="utf-8")
+    command = suite_command(published, tmp_path, "ft", "--editor", "ft", "--hparams", str(hparams), "-m", "easy", "--limit", "1")
+    first = run(command, cache_dir)
+    assert first.returncode == 0, first.stdout[-2000:]
+    folder = tmp_path / "ft"
+    run_json, cases = (folder / "run.json").read_text(encoding="utf-8"), lines(folder / "cases.jsonl")
+    values = json.loads(hparams.read_text(encoding="utf-8"))
+    hparams.write_text(json.dumps({**values, "lr": 0.02}), encoding="utf-8")  # the same options, another file content
+    second = run(command, cache_dir)
+    output = second.stdout + second.stderr
+    assert second.returncode == 4, output[-2000:]
+    assert f"{folder}: holds a run that used hparams.lr=0.01, this one uses hparams.lr=0.02" in output, output[-2000:]
+    assert "Traceback" not in output and " passed" not in output
+    assert lines(folder / "cases.jsonl") == cases and (folder / "run.json").read_text(encoding="utf-8") == run_json
+    hparams.write_text(json.dumps(values), encoding="utf-8")  # put back: the run continues in its folder
+    third = run(command, cache_dir)
+    assert third.returncode == 0 and len(lines(folder / "cases.jsonl")) == 2, third.stdout[-2000:]
+
+
+def test_a_run_refused_for_its_options_runs_no_item(published, cache_dir, tmp_path):
+    first = run(suite_command(published, tmp_path, "old", "--editor", "tests.broken_editors:Fine", "-m", "easy", "--limit", "1"),
+                cache_dir)
+    assert first.returncode == 0, first.stdout[-2000:]
+    cases = (tmp_path / "old" / "cases.jsonl").read_text(encoding="utf-8")
+    proc = run(suite_command(published, tmp_path, "old", "--editor", "tests.broken_editors:Sleeper", "-m", "easy", "--limit", "1"),
+               cache_dir)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 4, output[-2000:]
+    assert "holds a run with editor='tests.broken_editors:Fine', this one has editor='tests.broken_editors:Sleeper'" in output
+    assert " passed" not in output and " failed" not in output and "Traceback" not in output
+    assert (tmp_path / "old" / "cases.jsonl").read_text(encoding="utf-8") == cases
+
+
+def test_an_editor_error_reads_once_in_the_failure_text(published, cache_dir, tmp_path):
+    proc = run(suite_command(published, tmp_path, "raises", "--editor", "tests.broken_editors:RaisesMidEdit", "-m", "easy",
+                             "--limit", "1", "-n", "2"), cache_dir)
+    output = proc.stdout + proc.stderr
+    message = "editor 'raises-mid-edit' raised FloatingPointError during"
+    assert proc.returncode == 1 and output.count(message) == 1, output[-3000:]
+    assert "During handling of the above exception" not in output and "direct cause" not in output
+    assert [r["status"] for r in lines(tmp_path / "raises" / "cases.jsonl")] == ["error"]
