@@ -10,16 +10,14 @@ folder, the generator, the report and the contract checker.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, run_inprocess, run_subprocess, suite_args
+
 PUBLISHED_SPLITS = ("coverage_edit.json", "reverse_edit.json", "composite_edit.json", "easy.json", "hard.json")
 
 
@@ -32,6 +30,7 @@ class Bad:
     setup: Callable[[Path, Path], None] | None = None  # (dataset folder, tmp folder)
     tool: str = "pytest"  # pytest | generate | reports | check
     tiny_run: bool = False  # the run loads a tiny model (the error is recorded per case)
+    subprocess: bool = False  # run in a new process: the rows that check the line crosses a process boundary as it is
 
 
 def mutate(split_file: str, change: Callable[[list], object]) -> Callable[[Path, Path], None]:
@@ -69,7 +68,8 @@ def _set(obj: dict, key: str, value: object) -> None:
 
 CATALOGUE: list[Bad] = [
     # ------------------------------------------------------------------ options
-    Bad("editor-unknown", ["--editor", "romeo"], "--editor 'romeo': unknown editor (known: alphaedit, emmet, ft, memit, mend, r-rome, rome"),
+    Bad("editor-unknown", ["--editor", "romeo"], "--editor 'romeo': unknown editor (known: alphaedit, emmet, ft, memit, mend, r-rome, rome",
+        subprocess=True),
     Bad("editor-module-missing", ["--editor", "nosuch_pkg.editing:X"], "--editor 'nosuch_pkg.editing:X': cannot import module"),
     Bad("editor-class-missing", ["--editor", "editors.rome:NotThere"], "module 'editors.rome' has no 'NotThere'"),
     Bad("editor-not-an-editor", ["--editor", "editkit.facts:Edit"], "is not a subclass of editkit.Editor"),
@@ -113,7 +113,7 @@ CATALOGUE: list[Bad] = [
     Bad("corpus-too-short", ["--stats-corpus", "{tmp}/corpus.txt"], "too short: no paragraph has 8 words or more",
         setup=write("tmp/corpus.txt", "Only four words here.\n\nAnd three more.")),
     # ------------------------------------------------------------------ dataset files
-    Bad("case-file-not-json", [], "easy.json: not valid JSON", setup=write("easy.json", "[{")),
+    Bad("case-file-not-json", [], "easy.json: not valid JSON", setup=write("easy.json", "[{"), subprocess=True),
     Bad("case-file-not-utf8", [], "easy.json: not UTF-8 text", setup=write("easy.json", b"[\"\xff\"]")),
     Bad("case-file-empty-list", [], "easy.json: holds no cases (an empty list); add cases or remove the file",
         setup=write("easy.json", "[]")),
@@ -149,7 +149,7 @@ CATALOGUE: list[Bad] = [
         setup=lambda data, tmp: _edit_json(data / "round_prompts.json", lambda p: p[next(iter(p))].append("no slot here"))),
     # ------------------------------------------------------------------ hyper-parameter files (the editor is built on the worker)
     Bad("hparams-steps-zero", ["--hparams", "{tmp}/hp.json"], "hp.json: v_num_grad_steps = 0: must be >= 1", status=1,
-        setup=hparams(lambda h: _set(h, "v_num_grad_steps", 0)), tiny_run=True),
+        setup=hparams(lambda h: _set(h, "v_num_grad_steps", 0)), tiny_run=True, subprocess=True),
     Bad("hparams-lr-nan", ["--hparams", "{tmp}/hp.json"], "hp.json: v_lr = nan: must be a finite number", status=1,
         setup=hparams(lambda h: _set(h, "v_lr", float("nan"))), tiny_run=True),
     Bad("hparams-unknown-key", ["--hparams", "{tmp}/hp.json"], "hp.json: unknown key(s) v_stepz for ROMEHyperParams", status=1,
@@ -180,7 +180,7 @@ CATALOGUE: list[Bad] = [
                                     "{tmp}/rules.json"], "rules.json: not UTF-8 text", tool="generate",
         setup=lambda data, tmp: _graph_files(tmp, rules=b"\xff\xfe{}")),
     Bad("generate-out-is-file", ["{tmp}/afile"], "afile: exists and is a file; give a folder", tool="generate",
-        setup=write("tmp/afile", "x")),
+        setup=write("tmp/afile", "x"), subprocess=True),
     Bad("generate-unknown-relation", ["{tmp}/out", "--triples", "{tmp}/t.jsonl", "--relations", "{tmp}/rel.json", "--rules",
                                       "{tmp}/rules.json"], "relation(s) P999 have no entry in --relations", tool="generate",
         setup=lambda data, tmp: _graph_files(tmp, extra_triple=("P999",))),
@@ -191,10 +191,11 @@ CATALOGUE: list[Bad] = [
         tool="generate", setup=lambda data, tmp: _graph_files(tmp)),
     Bad("generate-max-cases-negative", ["{tmp}/out", "--max-cases", "-1"], "--max-cases -1: give 0 (all) or more", tool="generate"),
     # ------------------------------------------------------------------ the report and the checker
-    Bad("report-not-a-run-folder", ["{tmp}"], "no cases.jsonl (not a results folder of the harness)", tool="reports"),
+    Bad("report-not-a-run-folder", ["{tmp}"], "no cases.jsonl (not a results folder of the harness)", tool="reports",
+        subprocess=True),
     Bad("merge-not-a-run-folder", ["merge", "{tmp}/merged", "{tmp}"], "no cases.jsonl (not a run folder of the harness)",
         tool="reports"),
-    Bad("check-unknown-editor", ["nosuch"], "error: --editor 'nosuch': unknown editor", tool="check"),
+    Bad("check-unknown-editor", ["nosuch"], "error: --editor 'nosuch': unknown editor", tool="check", subprocess=True),
     Bad("check-model-missing", ["rome", "--model", "/no/such/model"], "--model /no/such/model", tool="check"),
 ]
 
@@ -233,21 +234,15 @@ def _graph_files(tmp: Path, rules: bytes | None = None, extra_triple: tuple = ()
     (tmp / "rules.json").write_bytes(rules if rules is not None else json.dumps({"coverage": ["P36"]}).encode())
 
 
-def command(bad: Bad, data: Path, tmp: Path, published: Path) -> list[str]:
+def command(bad: Bad, data: Path, tmp: Path) -> list[str]:
+    """The row's arguments for its tool (``pytest suites/`` with a tiny model unless the row says otherwise)."""
     args = [a.format(data=data, tmp=tmp) for a in bad.args]
-    if bad.tool == "generate":
-        return [sys.executable, "-m", "harness.generate", *args]
-    if bad.tool == "reports":
-        return [sys.executable, "-m", "reports", *args]
-    if bad.tool == "check":
-        return [sys.executable, "-m", "harness.check_editor", *args]
-    base = [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--model", "tiny-gpt2", "--stats-tokens", "5000",
-            "--results-dir", str(tmp / "results")]
-    if "--dataset-dir" not in args:
-        base += ["--dataset-dir", str(data)]
+    if bad.tool != "pytest":
+        return args
+    extra = [] if "--dataset-dir" in args else ["--dataset-dir", str(data)]
     if bad.tiny_run and "-m" not in args:
-        base += ["-m", "easy", "--limit", "1"]
-    return base + args
+        extra += ["-m", "easy", "--limit", "1"]
+    return suite_args(None, tmp / "results", *extra, *args)
 
 
 @pytest.fixture()
@@ -273,9 +268,9 @@ def test_bad_input_is_one_clear_line(bad: Bad, dataset_copy: Path, tmp_path: Pat
     work.mkdir()
     if bad.setup:
         bad.setup(dataset_copy, work)
-    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(command(bad, dataset_copy, work, published), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    output = proc.stdout + proc.stderr
+    run = run_subprocess if bad.subprocess else run_inprocess
+    proc = run(bad.tool, command(bad, dataset_copy, work), cache_dir)
+    output = proc.output
     statuses = bad.status if isinstance(bad.status, tuple) else (bad.status,)
     assert proc.returncode in statuses, f"exit {proc.returncode}\n{output[-3000:]}"
     assert "Traceback" not in output and "INTERNALERROR" not in output, output[-3000:]

@@ -8,25 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_pytest(args: list[str], cache_dir: Path, timeout: int = 600, cwd: Path = REPO,
-               pythonpath: Sequence[Path] = ()) -> subprocess.CompletedProcess:
-    """A pytest run as a user starts it (from ``cwd``; ``pythonpath`` first on the import path)."""
-    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")]).strip(os.pathsep)
-    return subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:randomly", "-p", "no:cacheprovider"], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+from tests.helpers import REPO, records, run_pytest  # noqa: F401 (imported from here by older test modules)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +122,7 @@ def test_broken_dataset_is_one_error_line(published: Path, cache_dir: Path, tmp_
 
 def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path, tmp_path: Path):
     proc = run_pytest(["suites/", "--editor", "romeo", "--dataset-dir", str(published / "GPT2-XL")], cache_dir)
-    assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: alphaedit, emmet, ft, memit, mend, r-rome, rome; " in proc.stderr
+    assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: alphaedit, emmet, ft, memit, mend, r-rome, rome; " in proc.output
     proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
                        "-k", "easy", "--results-dir", str(tmp_path / "r")], cache_dir)
     assert proc.returncode != 0
