@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def records(folder: Path) -> dict[str, dict]:
-    return {r["case_id"]: r for r in map(json.loads, (folder / "cases.jsonl").read_text().splitlines())}
-
+from tests.helpers import records_by_case, run_pytest, suite_args
 
 TOGETHER = ("rome", "r-rome", "memit", "emmet")  # editors that offer compute_updates: whole cases run together
 
@@ -25,16 +16,13 @@ TOGETHER = ("rome", "r-rome", "memit", "emmet")  # editors that offer compute_up
     ("mend", 4, "0"),
 ])
 def test_batched_cases_equal_the_unbatched_run(published: Path, cache_dir: Path, tmp_path: Path, editor: str, batch: int, workers: str):
-    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir)}
-    base = [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--model", "tiny-gpt2", "--dataset-dir",
-            str(published / "GPT2-XL"), "--limit", "2", "--record-only", "--stats-tokens", "5000", "--results-dir", str(tmp_path),
-            "--editor", editor.removesuffix("+mle"), *(["--mle"] if editor.endswith("+mle") else [])]
+    base = suite_args(published, tmp_path, "--limit", "2", "--record-only", "--editor", editor.removesuffix("+mle"),
+                      *(["--mle"] if editor.endswith("+mle") else []))
     for name, extra in (("plain", []), ("batched", ["--case-batch", str(batch), "-n", workers])):
         # Each run with its own cache, so the batched run scores the unedited model itself (in one call per batch).
-        proc = subprocess.run([*base, "--run-name", name, "--cache-dir", str(tmp_path / f"cache-{name}"), *extra], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=900)
+        proc = run_pytest([*base, "--run-name", name, "--cache-dir", str(tmp_path / f"cache-{name}"), *extra], cache_dir)
         assert proc.returncode == 0, proc.stdout[-2000:]
-    plain, batched = records(tmp_path / "plain"), records(tmp_path / "batched")
+    plain, batched = records_by_case(tmp_path / "plain"), records_by_case(tmp_path / "batched")
     assert plain.keys() == batched.keys() and len(plain) == 10
     assert {r["split"] for r in plain.values()} == {"coverage", "reverse", "composite", "easy", "hard"}
     for case_id, a in plain.items():

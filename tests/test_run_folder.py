@@ -4,16 +4,20 @@ asked for or by what it used; an editor's error reads once in the failure text."
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from tests.test_faults import REPO, env_for, lines, suite_command
+from tests.helpers import REPO, Ran, run_pytest, suite_args
+from tests.helpers import records as lines
 
 FT_HPARAMS = REPO / "editors" / "hparams" / "ft" / "tiny-llama.json"
 
 
-def run(command: list[str], cache_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=REPO, env=env_for(cache_dir), capture_output=True, text=True, timeout=600)
+def suite_command(published: Path, results: Path, run_name: str, *extra: str) -> list[str]:
+    return suite_args(published, results, "--record-only", *extra, model="tiny-llama", run_name=run_name)
+
+
+def run(command: list[str], cache_dir: Path) -> Ran:
+    return run_pytest(command, cache_dir)
 
 
 def test_a_hyper_parameter_file_edited_in_place_is_refused_and_nothing_mixes(published, cache_dir, tmp_path):
