@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from editkit.facts import Edit
-from editkit.hparams import editor_hparams
+from editkit.hparams import HyperParamsError, check_templates, editor_hparams, find_hparams_file
 
 if TYPE_CHECKING:
     from editkit.low_rank import LowRankUpdate
@@ -190,14 +190,54 @@ class Editor(abc.ABC):
     # Hyper-parameters ------------------------------------------------------------
 
     @classmethod
+    def hparams_folder_groups(cls) -> list[list[Path]]:
+        """Where this editor's ``<checkpoint or family>.json`` files are looked for: one group of folders per editor
+        class, the class itself first, then each editor class it derives from.
+
+        A class's group is its ``hparams_dir`` when it sets one, else ``hparams/<name>/`` and ``hparams/`` beside its
+        module. Every group is searched (checkpoint name, then family) before the next, so a subclass in another
+        package uses its own files and falls back to its parent's. The files must be package data of the package
+        they sit in (``[tool.setuptools.package-data]``), or an installed editor finds none.
+        """
+        groups: list[list[Path]] = []
+        seen: set[Path] = set()
+        for klass in cls.__mro__:
+            if not (isinstance(klass, type) and issubclass(klass, Editor)) or klass is Editor:
+                continue
+            own = klass.__dict__.get("hparams_dir")
+            if own is not None:
+                found = [Path(own)]
+            else:
+                beside = Path(inspect.getfile(klass)).parent / "hparams"
+                found = [beside / cls.name, beside / klass.__dict__.get("name", cls.name), beside]
+            group = [folder for folder in dict.fromkeys(found) if folder not in seen]
+            seen.update(group)
+            if group:
+                groups.append(group)
+        return groups
+
+    @classmethod
     def hparams_folders(cls) -> list[Path]:
-        """Where this editor's ``<checkpoint or family>.json`` files are looked for."""
-        if cls.hparams_dir is not None:
-            return [Path(cls.hparams_dir)]
-        beside = Path(inspect.getfile(cls)).parent / "hparams"
-        return [beside / cls.name, beside]
+        """Every folder :meth:`hparams_folder_groups` searches, in order."""
+        return [folder for group in cls.hparams_folder_groups() for folder in group]
+
+    def _hparams_file(self) -> Path:
+        """The first ``<checkpoint>.json``, then ``<family>.json``, of the first group of folders that has one."""
+        keys = [self.loaded.hparams_key, self.loaded.family]
+        for folders in self.hparams_folder_groups():
+            try:
+                return find_hparams_file(self.name, folders, keys)
+            except HyperParamsError:
+                continue
+        return find_hparams_file(self.name, self.hparams_folders(), keys)  # raises, naming every folder searched
 
     def load_hparams(self, hparams_class: type[T]) -> tuple[Path, T]:
-        """``--hparams FILE`` if given, else the file for this model's checkpoint name, then its family."""
-        return editor_hparams(self.name, self.hparams_folders(), hparams_class, self.loaded, self.settings.hparams_file,
-                              dict(self.settings.hparams_values))
+        """``--hparams FILE`` if given, else the file for this model's checkpoint name, then its family.
+
+        Checked on load: unknown, missing and mistyped keys, ``bounded`` ranges, and every module-name template
+        (fields named ``*_tmp`` or ``*_tmps``, filled with each of ``layers``) against the model.
+        """
+        path = self.settings.hparams_file or self._hparams_file()
+        path, hparams = editor_hparams(self.name, [], hparams_class, self.loaded, path, dict(self.settings.hparams_values))
+        check_templates(path, self.loaded.model, hparams, self.loaded.num_layers)
+        return path, hparams

@@ -143,6 +143,34 @@ def check_modules(path: Path | str, model: torch.nn.Module, templates: dict[str,
                 raise HyperParamsError(f"{path}: {key} {template!r} gives {name!r}, which is not a module of the model")
 
 
+def check_templates(path: Path | str, model: torch.nn.Module, hparams: Any, num_layers: int) -> None:
+    """Every module-name template of ``hparams`` must name modules of ``model``: each field named ``*_tmp`` (a string)
+    or ``*_tmps`` (a list of strings), filled with each of ``hparams.layers`` (negative layers count from the end);
+    a template without ``{}`` is one module name. Empty strings (an optional module) are skipped."""
+    names = dict(model.named_modules())
+    layers = getattr(hparams, "layers", None)
+    if isinstance(layers, list) and all(isinstance(layer, int) for layer in layers):  # out of range: the editor says so
+        layers = [layer % num_layers for layer in layers if -num_layers <= layer < num_layers]
+    else:
+        layers = None
+    for field in dataclasses.fields(hparams):
+        value = getattr(hparams, field.name)
+        if field.name.endswith("_tmp"):
+            templates = {field.name: value}
+        elif field.name.endswith("_tmps") and isinstance(value, list):
+            templates = {f"{field.name}[{i}]": item for i, item in enumerate(value)}
+        else:
+            continue
+        for key, template in templates.items():
+            if not isinstance(template, str) or not template:
+                continue
+            if "{" not in template and "}" not in template:
+                if template not in names:
+                    raise HyperParamsError(f"{path}: {key} {template!r} is not a module of the model")
+            elif layers is not None:
+                check_modules(path, model, {key: template}, layers)
+
+
 def module_name(template: str, layer: int) -> str:
     """A module-name template (one ``{}`` for the layer, every other character literal) filled in."""
     return fill(template, str(layer))

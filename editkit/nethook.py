@@ -37,7 +37,10 @@ class Trace(contextlib.AbstractContextManager):
 
     ``retain_input`` keeps the first positional input, ``retain_output`` the
     (first tensor of the) output; ``edit_output(output, name)`` may return a
-    replacement tensor for that first output tensor. ``stop=True`` ends the
+    replacement tensor for that first output tensor, and
+    ``edit_output_from_input(output, inputs, name)`` likewise, given the
+    module's positional inputs too (an edit that depends on what the module
+    received, such as a key-dependent update). ``stop=True`` ends the
     forward pass right after this module (catch :class:`StopForward`), which
     saves the later layers when only this one is needed.
     """
@@ -51,8 +54,11 @@ class Trace(contextlib.AbstractContextManager):
         retain_output: bool = True,
         detach: bool = False,
         edit_output: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
+        edit_output_from_input: Callable[[torch.Tensor, tuple, str], torch.Tensor] | None = None,
         stop: bool = False,
     ) -> None:
+        if edit_output is not None and edit_output_from_input is not None:
+            raise ValueError("Trace: give edit_output or edit_output_from_input, not both")
         self.name = name
         self.input: torch.Tensor | None = None
         self.output: torch.Tensor | None = None
@@ -63,8 +69,8 @@ class Trace(contextlib.AbstractContextManager):
                 value = _first_tensor(inputs)
                 self.input = value.detach() if detach else value
             first = _first_tensor(output)
-            if edit_output is not None:
-                first = edit_output(first, name)
+            if edit_output is not None or edit_output_from_input is not None:
+                first = edit_output(first, name) if edit_output is not None else edit_output_from_input(first, inputs, name)
                 if isinstance(output, tuple):
                     output = (first, *output[1:])
                 elif isinstance(output, list):

@@ -144,8 +144,8 @@ def test_a_plugin_editor_runs_by_entry_point_and_by_class_beside_rome(example_in
 
 
 def test_a_users_own_test_file_runs_a_hand_written_case(cache_dir, tmp_path):
-    """The installed plugin works from any folder: the README's hand-written case, as a user would keep it."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    """The installed plugin works from any folder: the documented hand-written case, as a user would keep it."""
+    readme = (REPO / "docs" / "writing-an-editor.md").read_text(encoding="utf-8")
     start = readme.index("# test_my_cases.py")
     source = readme[start : readme.index("```", start)]
     (tmp_path / "test_my_cases.py").write_text(source, encoding="utf-8")

@@ -200,17 +200,16 @@ def test_the_markdown_table_has_one_row_per_run_with_intervals_counts_and_time(r
     assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "nowhere" in failed.stderr
 
 
-def test_the_readme_findings_table_is_what_the_kept_records_give():
-    """Every row of the README's findings tables is recomputed from the records kept under docs/findings."""
+def test_the_findings_tables_are_what_the_kept_records_give():
+    """Every row of the findings tables (docs/findings.md) is recomputed from the records kept under docs/findings/."""
     from benchmarks.findings import KEPT
     from reports.tables import markdown_tables
 
     kept = sorted(p for p in KEPT.iterdir() if (p / "cases.jsonl").is_file())
     assert kept, f"no kept findings records under {KEPT}"
     computed = [line for line in markdown_tables([load_run(run) for run in kept]).splitlines() if line.startswith("| ")]
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Findings on the default model"):]
-    section = section[:section.index("\n## ", 1)]
+    page = (REPO / "docs" / "findings.md").read_text(encoding="utf-8")
+    section = page.split("\n## ", 1)[0]  # the tables come before any later section
     rows = [line for line in computed if not line.startswith("| editor")]
     assert len(rows) >= len(kept)  # every kept run has a row in at least one table
     # The section's table lines are exactly the computed ones, in the same order: no stale, stray or missing row.
