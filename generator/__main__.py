@@ -1,7 +1,8 @@
-"""``python -m generator OUT ...``: the same as ``python -m harness.generate``."""
+"""``python -m generator OUT ...``: generate a dataset folder (generator/cli.py)."""
 
 import sys
 
 from generator.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -153,7 +153,7 @@ def _model_filter(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created; files in it are replaced)")
     parser.add_argument("--triples", help="a user's graph: JSON lines or TSV (see generator/graph.py)")
     parser.add_argument("--relations", help="relations file: prompts and 10 paraphrases per relation")
