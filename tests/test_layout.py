@@ -2,7 +2,7 @@
 
 Floors, bottom to top (README, "Layout"): ``editkit`` (the editor contract and
 primitives) < ``benchmark`` (splits, cases, metrics) < ``generator`` (dataset
-generation) < ``editors`` < ``harness`` (runner, guard, records, pytest
+generation) < ``editors`` < ``harness`` (executors, guard, records, pytest
 plugin) < ``reports``. Every import is read from the source with ``ast``, also
 the ones inside functions, so a lazy import cannot hide a wrong direction.
 """

@@ -77,10 +77,12 @@ def test_one_time_work_says_what_it_does_once(cache_dir, tmp_path):
 
 def test_the_installed_plugin_leaves_other_sessions_alone(cache_dir, tmp_path):
     """Another project's pytest -n 2 session (the plugin is active in every session of the environment) prepares nothing."""
-    (tmp_path / "test_other.py").write_text("def test_one():\n    assert 1\n\ndef test_two():\n    assert 2\n")
+    # Parametrized ids end in "[...]" like a case's: the controller must not take them for cases (no dataset, no folder).
+    (tmp_path / "test_other.py").write_text("import pytest\n\ndef test_one():\n    assert 1\n\n"
+                                            "@pytest.mark.parametrize('x', [1, 2])\ndef test_two(x):\n    assert x\n")
     proc = run_pytest([str(tmp_path / "test_other.py"), "-n", "2", "--cache-dir", str(tmp_path / "cache")], cache_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert "pitfalls: " not in proc.stdout and not (tmp_path / "cache").exists()
+    assert "pitfalls: " not in proc.stdout and not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
 
 
 def test_the_controller_dequantizes_once_when_workers_collected_cases(monkeypatch):

@@ -4,7 +4,8 @@ Split by job, as well-kept pytest plugins are:
 
 * ``options``: ``--editor``, ``--model``, ``--dataset-dir`` ... read into ``RunOptions`` and checked;
 * ``collection``: one item per case, ids made for ``-k``, markers per benchmark and split;
-* ``fixtures``: the model, editor, guard and case runner, once per process (worker); ``run_case``;
+* ``fixtures``: the model, editor, guard and workbench, once per process (worker); ``run_case``;
+* ``wire``: the typed messages a worker sends the controller with its reports;
 * ``recorder``: in the controlling process, ``cases.jsonl`` as cases finish, ``run.json``, ``summary.json``;
 * ``hookspecs``: ``pytest_pitfalls_run_finished``, which the report plugin (``reports.plugin``) implements.
 

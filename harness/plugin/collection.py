@@ -1,10 +1,10 @@
 """Collection: one test item per case, with an id made for ``-k``, markers per benchmark and split,
-and the case's identity attached to every report of the item (so the recorder never parses node ids)."""
+and the case's identity attached to every report of the item (``wire.CaseIdentity``), so the recorder never
+parses node ids."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
 
@@ -12,10 +12,10 @@ import pytest
 
 from benchmark.datasets import Case
 from benchmark.splits import BENCHMARKS, SPLITS, splits_of
+from harness.plugin import wire
 from harness.plugin.options import STATE, dataset_of, is_worker
 from harness.records import CASES_FILE, latest_per_case, read_cases
 
-CASE_ID_PROPERTY = "pitfalls_case_id"  # user property: {"case_id", "benchmark", "split", "index", "group"}
 # The benchmark files' parameters: which fixture a test asks for to receive the cases of a benchmark.
 CASE_ARGUMENTS = {"conflict_case": "conflict", "round_case": "round"}
 PRECHECK_ARGUMENT = "precheck_case"  # every case, for the conflict pre-check (suites/test_precheck.py)
@@ -38,7 +38,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def identity_of(case: Case) -> dict:
     """What a case's reports and records carry about it (the fields of ``CaseRecord`` that name the case)."""
-    return {"case_id": case.case_id, "benchmark": case.benchmark, "split": case.split, "index": case.index, "group": case.group}
+    return wire.CaseIdentity.of(case).fields()
+
+
+def item_identity(item: pytest.Item) -> wire.CaseIdentity | None:
+    """The case a collected item runs (None for other tests)."""
+    marker = item.get_closest_marker("pitfalls_case")
+    return wire.CaseIdentity(**marker.args[0]) if marker is not None else None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -74,9 +80,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     elif STATE in config.stash and config.stash[STATE].options.case_batch > 1:
         _into_batches(config, items, config.stash[STATE].options.case_batch)
     for item in items:
-        marker = item.get_closest_marker("pitfalls_case")
-        if marker is not None:
-            item.user_properties.append((CASE_ID_PROPERTY, json.dumps(marker.args[0], ensure_ascii=False)))
+        identity = item_identity(item)
+        if identity is not None:
+            wire.send(item, identity)
 
 
 def shard_of(case_id: str, shards: int) -> int:
@@ -117,16 +123,19 @@ def chain_count(config: pytest.Config) -> int:
     return int(workerinput["workercount"]) if workerinput else 1
 
 
+def _select_now(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Apply ``-k`` and ``-m`` now, through pytest's own ``mark`` plugin (it applies them again after this hook, a
+    no-op): chains and batches must be dealt before xdist reads their groups, from the cases that will run."""
+    config.pluginmanager.get_plugin("mark").pytest_collection_modifyitems(items=items, config=config)
+
+
 def _into_chains(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Sequential mode: the cases in an order shuffled with the run's seed, dealt round-robin into one chain per worker.
 
     The order and the chains depend only on the selected cases, the seed and the number of workers, never on timing:
     xdist's ``loadgroup`` distribution sends each chain to one worker, in this order.
     """
-    from _pytest.mark import deselect_by_keyword, deselect_by_mark
-
-    deselect_by_keyword(items, config)  # -k and -m first (pytest applies them after this hook; again is a no-op),
-    deselect_by_mark(items, config)  # so the chains are dealt from the cases that will run
+    _select_now(config, items)  # so the chains are dealt from the cases that will run
     cases = [item for item in items if item.get_closest_marker("pitfalls_case")]
     others = [item for item in items if not item.get_closest_marker("pitfalls_case")]
     cases.sort(key=lambda item: item.get_closest_marker("pitfalls_case").args[0]["case_id"])
@@ -141,10 +150,7 @@ def _into_chains(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 def _into_batches(config: pytest.Config, items: list[pytest.Item], size: int) -> None:
     """``--case-batch K``: consecutive selected cases in groups of K, each group sent to one worker (loadgroup)."""
-    from _pytest.mark import deselect_by_keyword, deselect_by_mark
-
-    deselect_by_keyword(items, config)  # as for chains: batches are made of the cases that will run
-    deselect_by_mark(items, config)
+    _select_now(config, items)  # as for chains: batches are made of the cases that will run
     cases = [item for item in items if item.get_closest_marker("pitfalls_case")]
     for position, item in enumerate(cases):
         batch = f"batch-{position // size + 1}"
@@ -161,8 +167,3 @@ def chain_of(item: pytest.Item) -> str | None:
     marker = item.get_closest_marker("pitfalls_chain")
     return marker.args[0] if marker else None
 
-
-def case_identity(report: pytest.TestReport) -> dict | None:
-    """The case a report belongs to, from the identity collection attached; None for other tests."""
-    value = next((v for k, v in report.user_properties if k == CASE_ID_PROPERTY), None)
-    return json.loads(value) if value is not None else None

@@ -14,9 +14,6 @@ import pytest
 
 from harness.plugin.options import STATE, RunOptions, dataset_of, worker_id, worker_index, workers_on_this_machine
 
-RECORD_PROPERTY = "pitfalls_record"  # user property: the CaseRecord's JSON
-CONFIG_PROPERTY = "pitfalls_config"  # user property: the run configuration's JSON
-REFUSED_PROPERTY = "pitfalls_refused"  # user property: why the run folder refuses this run (no record is written)
 PRIOR_RUN_INPUT = "pitfalls_prior_run"  # workerinput: the JSON of {"run_dir", "config"} of the run folder continued
 
 
@@ -141,6 +138,7 @@ class WorkerProgress:
 
     chain: Any = None  # harness.executors.chained.ChainRun
     batches: dict[str, Any] = field(default_factory=dict)  # batch id -> harness.executors.lockstep.BatchStart
+    said_hello: bool = False  # the run configuration and selection went to the controller (wire.WorkerHello)
 
 
 @pytest.fixture(scope="session")
@@ -217,12 +215,12 @@ def run_case(request: pytest.FixtureRequest, pytestconfig: pytest.Config, workbe
     from harness.executors.single import run_one
     from harness.executors.workbench import CaseInputError
     from harness.guard import EditFailure
-    from harness.plugin.collection import batch_of, identity_of
+    from harness.plugin import wire
+    from harness.plugin.collection import batch_of, identity_of, item_identity
     from harness.records import CaseRecord
 
     def attach(record: CaseRecord) -> None:
-        request.node.user_properties.append((RECORD_PROPERTY, record.to_json()))
-        request.node.user_properties.append((CONFIG_PROPERTY, json.dumps(run_config, ensure_ascii=False, default=str)))
+        wire.send(request.node, wire.CaseOutcome(record))
 
     def execute(case, paraphrases):
         if run_options.sequential is not None:
@@ -238,8 +236,12 @@ def run_case(request: pytest.FixtureRequest, pytestconfig: pytest.Config, workbe
 
     refused = _refusal(pytestconfig, run_config)
     if refused:
-        request.node.user_properties.append((REFUSED_PROPERTY, refused))
+        wire.send(request.node, wire.Refusal(refused))
         pytest.fail(refused, pytrace=False)
+    if not worker_progress.said_hello:  # once per worker, with its first case's setup report
+        selection = {item.nodeid: identity for item in request.session.items if (identity := item_identity(item))}
+        wire.send(request.node, wire.WorkerHello(json.loads(json.dumps(run_config, default=str)), selection))
+        worker_progress.said_hello = True
 
     def run(case, paraphrases: dict[str, tuple[str, ...]] | None = None):
         """``paraphrases``: relation id -> extra prompt templates, for a hand-written case."""

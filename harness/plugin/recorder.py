@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
-from harness.plugin.collection import case_identity, identity_of
-from harness.plugin.fixtures import CONFIG_PROPERTY, PRIOR_RUN_INPUT, RECORD_PROPERTY, REFUSED_PROPERTY
-from harness.plugin.options import STATE, dataset_of
+from harness.plugin import wire
+from harness.plugin.collection import item_identity
+from harness.plugin.fixtures import PRIOR_RUN_INPUT
+from harness.plugin.options import STATE
 from harness.records import (
     CASES_FILE,
     SELECTION_FILE,
@@ -60,6 +61,7 @@ class ResultsRecorder:
         self.selection_written = False
         self.error: str | None = None  # the results folder fault, once
         self.refused = False  # a worker refused the run folder (it holds a run that used other values)
+        self.identities: dict[str, wire.CaseIdentity] = {}  # node id -> case, from the workers' hellos (crashed items)
         self.session: pytest.Session | None = None  # set when the session starts: a fault stops it
 
     # The run folder -------------------------------------------------------------------
@@ -147,7 +149,7 @@ class ResultsRecorder:
         if self.lock is not None and self.lock.is_locked:
             self.lock.release()
 
-    def _write_selection(self, identities: list[dict]) -> None:
+    def _write_selection(self, identities: list[wire.CaseIdentity]) -> None:
         """``selection.json``: how many cases of each split were selected, and which, so a report can tell an
         interrupted run and a merge can list missing cases."""
         if self.selection_written or not identities:
@@ -157,58 +159,47 @@ class ResultsRecorder:
             self._open()
             expected: dict[str, int] = {}
             for identity in identities:
-                expected[identity["split"]] = expected.get(identity["split"], 0) + 1
-            selection = {"expected": expected, "cases": [i["case_id"] for i in identities]}
+                expected[identity.split] = expected.get(identity.split, 0) + 1
+            selection = {"expected": expected, "cases": [i.case_id for i in identities]}
             (self.run_dir / SELECTION_FILE).write_text(json.dumps(selection), encoding="utf-8")
             self.selection_written = True
 
         self._guarded(write)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self._write_selection([i for i in map(case_identity, session.items) if i])
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        # Under -n N the controller collects nothing itself; every worker reports the node ids it will run (after -k/-m).
-        if not self.selection_written:
-            self._write_selection([identity for identity in map(self._identity_of_nodeid, ids) if identity])
-
-    def _identity_of_nodeid(self, nodeid: str) -> dict | None:
-        """A case item's identity from its node id, for what xdist reports without the item (collection, crashes).
-
-        The id ends in ``[<case id>]``; the dataset says which case that is.
-        """
-        if not nodeid.endswith("]") or "[" not in nodeid:
-            return None
-        if not hasattr(self, "_by_case_id"):
-            self._by_case_id = {case.case_id: identity_of(case) for case in dataset_of(self.config).all_cases()}
-        return self._by_case_id.get(nodeid[nodeid.rindex("[") + 1 : -1])
+        # Without xdist the items are here; under -n N the controller collects nothing and each worker's hello says.
+        self._write_selection([i for i in map(item_identity, session.items) if i])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        properties = dict(report.user_properties)
-        if REFUSED_PROPERTY in properties:  # the run folder holds a run that used other values: nothing is written
-            self.refused = True
-            self._fail(properties[REFUSED_PROPERTY])
+        messages = wire.received(report)
+        for message in messages:
+            if isinstance(message, wire.Refusal):  # the run folder holds a run that used other values: nothing is written
+                self.refused = True
+                self._fail(message.message)
+                return
+            if isinstance(message, wire.WorkerHello):
+                self.identities.update(message.selection)
+                self._write_selection(list(message.selection.values()))
+                self._guarded(lambda config=message.config: self._write_config(config))
+        outcome = next((m for m in messages if isinstance(m, wire.CaseOutcome)), None)
+        if report.when == "call" and outcome is not None:
+            self._guarded(lambda: self._open().write(outcome.record))
             return
-        if report.when == "call" and RECORD_PROPERTY in properties:
-            record = CaseRecord.from_dict(json.loads(properties[RECORD_PROPERTY]))
-            self._guarded(lambda: self._write_config(properties.get(CONFIG_PROPERTY)))
-            self._guarded(lambda: self._open().write(record))
+        if outcome is not None or not report.failed or report.when not in ("setup", "call", "???"):  # xdist: "???" = crash
             return
-        if RECORD_PROPERTY in properties or not report.failed or report.when not in ("setup", "call", "???"):  # xdist: "???" = crash
-            return
-        identity = case_identity(report)
-        if identity is None and self.config.pluginmanager.has_plugin("dsession"):
-            identity = self._identity_of_nodeid(report.nodeid)  # a worker that crashed sends a report without the item
+        identity = next((m for m in messages if isinstance(m, wire.CaseIdentity)), None) or self.identities.get(report.nodeid)
         if identity is not None:
-            record = CaseRecord(**identity, status="error", error=_one_line(report), worker=_worker_of(report))
+            record = CaseRecord(**identity.fields(), status="error", error=_one_line(report), worker=_worker_of(report))
             self._guarded(lambda: self._open().write(record))
+        elif report.when == "???" and self.case_log is not None:  # a worker died before its first case said hello
+            self._fail(f"a worker crashed while setting up {report.nodeid} before any case reached it: that case has no "
+                       "record; run again with --resume")
 
-    def _write_config(self, config_json: str | None) -> None:
-        if self.config_written or not config_json:
+    def _write_config(self, config: dict[str, Any]) -> None:
+        if self.config_written:
             return
         self._open()
-        write_run_config(self.run_dir, {**json.loads(config_json), "requested": self.requested()})
+        write_run_config(self.run_dir, {**config, "requested": self.requested()})
         self.config_written = True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
