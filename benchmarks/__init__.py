@@ -9,6 +9,6 @@ def dataset_dir_or_default(given: str | None, cache: Path) -> str | Path:
     """``--dataset-dir`` if given, else the generated geography dataset (made once into the cache)."""
     if given is not None:
         return given
-    from generator.cli import default_dataset_dir
+    from pitfalls_generator.cli import default_dataset_dir
 
     return default_dataset_dir(cache)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmark.datasets import load_dataset
 from benchmarks import dataset_dir_or_default
-from editkit.cache import default_cache_dir
-from editkit.contract import EditorSettings
-from editkit.fingerprints import parameter_digest
-from editkit.hparams import HyperParamsError, parse_hparams_set
-from editkit.models import load_model, resolve_device
-from editkit.scoring import Scorer
-from editkit.undo import editing
 from editors import make_editor
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.cache import default_cache_dir
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.hparams import HyperParamsError, parse_hparams_set
+from pitfalls_editkit.models import load_model, resolve_device
+from pitfalls_editkit.scoring import Scorer
+from pitfalls_editkit.undo import editing
 
 
 def main() -> None:

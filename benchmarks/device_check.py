@@ -16,16 +16,16 @@ import time
 
 import torch
 
-from benchmark.datasets import load_dataset, prompt_set
 from benchmarks import dataset_dir_or_default
-from editkit.cache import default_cache_dir
-from editkit.contract import EditorSettings
-from editkit.fingerprints import parameter_digest
-from editkit.models import load_model, resolve_device
-from editkit.scoring import Scorer
-from editkit.tiny_models import TINY_BUILDERS
-from editkit.undo import editing
 from editors import SHIPPED, make_editor
+from pitfalls_benchmark.datasets import load_dataset, prompt_set
+from pitfalls_editkit.cache import default_cache_dir
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.models import load_model, resolve_device
+from pitfalls_editkit.scoring import Scorer
+from pitfalls_editkit.tiny_models import TINY_BUILDERS
+from pitfalls_editkit.undo import editing
 
 
 def main() -> None:

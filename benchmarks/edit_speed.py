@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from benchmark.datasets import load_dataset, prompt_set
-from editkit.cache import default_cache_dir
-from editkit.contract import EditorSettings
-from editkit.models import load_model, resolve_device
-from editkit.scoring import Scorer
-from editkit.undo import editing
 from editors import make_editor
+from pitfalls_benchmark.datasets import load_dataset, prompt_set
+from pitfalls_editkit.cache import default_cache_dir
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.models import load_model, resolve_device
+from pitfalls_editkit.scoring import Scorer
+from pitfalls_editkit.undo import editing
 
 
 def main() -> None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmark.datasets import load_dataset
 from benchmarks import dataset_dir_or_default
-from editkit.cache import default_cache_dir
-from editkit.contract import EditorSettings
-from editkit.models import load_model, resolve_device
 from editors import make_editor
 from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
 from harness.guard import ModelGuard
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.cache import default_cache_dir
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.models import load_model, resolve_device
 
 
 def main() -> None:

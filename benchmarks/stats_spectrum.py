@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from editkit.cache import default_cache_dir
-from editkit.contract import EditorSettings
-from editkit.hparams import module_name
-from editkit.models import load_model
 from editors import make_editor
 from editors.second_moment import editor_second_moment
+from pitfalls_editkit.cache import default_cache_dir
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.hparams import module_name
+from pitfalls_editkit.models import load_model
 
 
 def main(argv: list[str] | None = None) -> int:

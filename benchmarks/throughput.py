@@ -35,15 +35,15 @@ from benchmarks import dataset_dir_or_default
 def measure(model_name: str, editor_name: str, batch: int, n_cases: int, device: str, dataset_dir: str) -> dict:
     """One configuration, in this process."""
 
-    from benchmark.datasets import load_dataset
-    from editkit.cache import default_cache_dir
-    from editkit.contract import EditorSettings
-    from editkit.models import load_model, resolve_device
-    from editkit.undo import editing
     from editors import make_editor
     from harness.executors.lockstep import start_batch
     from harness.executors.single import run_one
     from harness.executors.workbench import Workbench
+    from pitfalls_benchmark.datasets import load_dataset
+    from pitfalls_editkit.cache import default_cache_dir
+    from pitfalls_editkit.contract import EditorSettings
+    from pitfalls_editkit.models import load_model, resolve_device
+    from pitfalls_editkit.undo import editing
 
     cache_dir = default_cache_dir()
     loaded = load_model(model_name, resolve_device(device), cache_dir=cache_dir)
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--dataset-dir", default=None, help="published-format folder (default: the generated geography dataset)")
     parser.add_argument("--one", nargs=2, metavar=("EDITOR", "K"), help=argparse.SUPPRESS)  # child process: one configuration
     args = parser.parse_args()
-    from editkit.cache import default_cache_dir
+    from pitfalls_editkit.cache import default_cache_dir
 
     dataset_dir = str(dataset_dir_or_default(args.dataset_dir, default_cache_dir()))
     if args.one:

@@ -1,6 +1,6 @@
 """Editing methods: ROME, MEMIT, FT, MEND, and the registry that turns ``--editor`` into one of them or a plugin's.
 
-Every editor here is written against the public contract in ``editkit`` (the
+Every editor here is written against the public contract in ``pitfalls_editkit`` (the
 floor below), exactly as a plugin's editor would be.
 """
 

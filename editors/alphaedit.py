@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from editkit.cache import cached_tensors
-from editkit.contract import Editor, EditorSettings
-from editkit.facts import Edit
-from editkit.hparams import bounded, module_name
-from editkit.models import LoadedModel
 from editors.memit import MEMIT, MEMITHyperParams
 from editors.second_moment import editor_second_moment, stats_source
+from pitfalls_editkit.cache import cached_tensors
+from pitfalls_editkit.contract import Editor, EditorSettings
+from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.hparams import bounded, module_name
+from pitfalls_editkit.models import LoadedModel
 
 
 @dataclass(frozen=True, kw_only=True)

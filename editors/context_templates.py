@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from editkit.cache import cached_json
-from editkit.models import LoadedModel
-from editkit.progress import step
+from pitfalls_editkit.cache import cached_json
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.progress import step
 
 
 def _start_ids(tok: Any, start_words: list[str]) -> list[list[int]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from editkit.messages import first_line
+from pitfalls_editkit.messages import first_line
 
 GENSIM_WIKI = "gensim-wiki"
 _GENSIM_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from editkit.hparams import bounded
 from editors.memit import MEMIT, MEMITHyperParams
+from pitfalls_editkit.hparams import bounded
 
 
 @dataclass(frozen=True, kw_only=True)

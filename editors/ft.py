@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from editkit.contract import Editor, EditorSettings
-from editkit.facts import Edit
-from editkit.hparams import as_dict, bounded, check_modules, module_name
-from editkit.models import LoadedModel
-from editkit.nethook import get_module
-from editkit.scoring import encode_completion, pad_batch, vocabulary_logits
+from pitfalls_editkit.contract import Editor, EditorSettings
+from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.hparams import as_dict, bounded, check_modules, module_name
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import get_module
+from pitfalls_editkit.scoring import encode_completion, pad_batch, vocabulary_logits
 
 EARLY_STOP_LOSS = 1e-2
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from editkit.facts import Edit, fill
 from editors.representations import subject_io
 from editors.rome import ROME
+from pitfalls_editkit.facts import Edit, fill
 
 
 class RROME(ROME):

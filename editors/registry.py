@@ -16,8 +16,8 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the registry is read when pytest starts: it must not import torch
-    from editkit.contract import Editor, EditorSettings
-    from editkit.models import LoadedModel
+    from pitfalls_editkit.contract import Editor, EditorSettings
+    from pitfalls_editkit.models import LoadedModel
 
 ENTRY_POINT_GROUP = "pitfalls_harness.editors"
 
@@ -82,10 +82,10 @@ def editor_class(spec: str) -> type[Editor]:
             f"--editor {spec!r}: unknown editor (known: {', '.join(sorted(known))}; or give module.path:ClassName)"
         )
     cls = _import_class(target, spec)
-    from editkit.contract import Editor
+    from pitfalls_editkit.contract import Editor
 
     if not (isinstance(cls, type) and issubclass(cls, Editor)):
-        raise UnknownEditorError(f"--editor {spec!r}: {target} is not a subclass of editkit.Editor")
+        raise UnknownEditorError(f"--editor {spec!r}: {target} is not a subclass of pitfalls_editkit.Editor")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         raise UnknownEditorError(f"--editor {spec!r}: {target} must set a class attribute name = '...'")
     abstract = sorted(getattr(cls, "__abstractmethods__", ()))

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from editkit.facts import fill
-from editkit.models import LoadedModel
-from editkit.nethook import Trace
-from editkit.scoring import pad_batch, transformer_body
+from pitfalls_editkit.facts import fill
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import Trace
+from pitfalls_editkit.scoring import pad_batch, transformer_body
 
 
 def subject_last_index(tokenizer: Any, template: str, subject: str) -> int:

@@ -23,16 +23,16 @@ from typing import Any
 
 import torch
 
-from editkit.contract import Editor, EditorSettings
-from editkit.facts import Edit, fill
-from editkit.hparams import as_dict, bounded, check_modules, check_value_hparams, module_name
-from editkit.low_rank import LowRankUpdate, combined, uniform_update, weight_update
-from editkit.models import LoadedModel
-from editkit.nethook import get_module
 from editors.context_templates import context_templates
 from editors.representations import subject_io
 from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_moment
 from editors.value_optimization import PreparedTargets, ValueObjective
+from pitfalls_editkit.contract import Editor, EditorSettings
+from pitfalls_editkit.facts import Edit, fill
+from pitfalls_editkit.hparams import as_dict, bounded, check_modules, check_value_hparams, module_name
+from pitfalls_editkit.low_rank import LowRankUpdate, combined, uniform_update, weight_update
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import get_module
 
 
 @dataclass(frozen=True)

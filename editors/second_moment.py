@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from editkit.cache import atomic_replace, cached_tensors, locked
-from editkit.low_rank import out_in_shape
-from editkit.models import LoadedModel
-from editkit.nethook import Trace, get_module
-from editkit.progress import LOGGER
-from editkit.scoring import transformer_body
 from editors.corpus import MIN_CHUNK_TOKENS, Corpus, CorpusError, load_corpus
+from pitfalls_editkit.cache import atomic_replace, cached_tensors, locked
+from pitfalls_editkit.low_rank import out_in_shape
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import Trace, get_module
+from pitfalls_editkit.progress import LOGGER
+from pitfalls_editkit.scoring import transformer_body
 
 if TYPE_CHECKING:
-    from editkit.contract import EditorSettings
+    from pitfalls_editkit.contract import EditorSettings
 
 CHUNK_TOKENS = 128  # tokens per piece of a paragraph corpus
 MAX_TEXT_TOKENS = 2048  # a whole text (hf: corpora) is truncated to the model's context, at most GPT-J's 2048

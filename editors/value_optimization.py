@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from editkit.facts import Edit, fill
-from editkit.low_rank import LowRankUpdate, RowUpdates
-from editkit.models import LoadedModel
-from editkit.nethook import Trace
-from editkit.scoring import cache_keyword, encode_completion, pad_batch, transformer_body, vocabulary_logits
 from editors.representations import subject_last_index
+from pitfalls_editkit.facts import Edit, fill
+from pitfalls_editkit.low_rank import LowRankUpdate, RowUpdates
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import Trace
+from pitfalls_editkit.scoring import cache_keyword, encode_completion, pad_batch, transformer_body, vocabulary_logits
 
 KL_TEMPLATES = ["{} is a"]
 EARLY_STOP_LOSS = 5e-2

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from editkit.contract import Editor, declared_names
-from editkit.facts import Edit
-from editkit.fingerprints import named_tensors
-from editkit.undo import WeightJournal
 from harness.guard import CaseEdits, EditFailure, ModelDamaged, ModelGuard
+from pitfalls_editkit.contract import Editor, declared_names
+from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.fingerprints import named_tensors
+from pitfalls_editkit.undo import WeightJournal
 
 
 @dataclass

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, capabilities, declared_names
-from editkit.facts import Edit, Entity, Relation
-from editkit.fingerprints import named_tensors, parameter_digest
-from editkit.low_rank import weight_update
-from editkit.models import LoadedModel
-from editkit.nethook import get_module
-from editkit.scoring import Scorer
 from harness.guard import EditFailure, ModelGuard, ModelState, check_updates
+from pitfalls_editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, capabilities, declared_names
+from pitfalls_editkit.facts import Edit, Entity, Relation
+from pitfalls_editkit.fingerprints import named_tensors, parameter_digest
+from pitfalls_editkit.low_rank import weight_update
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import get_module
+from pitfalls_editkit.scoring import Scorer
 
 CAPITAL = Relation("P36", "The capital of {} is", "What is the capital of {}?", "capital")
 LANGUAGE = Relation("P37", "The official language of {} is", "What language is spoken in {}?", "official language")
@@ -206,9 +206,9 @@ def format_table(spec: str, model_name: str, checks: list[Check]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from editkit.cache import default_cache_dir
-    from editkit.models import ModelLoadError, load_model, resolve_device
     from editors.registry import UnknownEditorError, editor_class
+    from pitfalls_editkit.cache import default_cache_dir
+    from pitfalls_editkit.models import ModelLoadError, load_model, resolve_device
 
     parser = argparse.ArgumentParser(prog="python -m harness.check_editor", description=__doc__.split("\n\n")[0])
     parser.add_argument("editor", help="shipped name, registered name, or module.path:ClassName")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownEditorError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from editkit.models import reload_weights
+    from pitfalls_editkit.models import reload_weights
 
     checks = run_checks(editor, loaded, seed=args.seed, reload=lambda: reload_weights(loaded, cache))
     print(format_table(args.editor, args.model, checks))

@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 
 import torch
 
-from editkit.contract import Editor, declared_names
-from editkit.facts import Edit
-from editkit.fingerprints import named_tensors, parameter_fingerprints
-from editkit.low_rank import LowRankUpdate
-from editkit.undo import WeightJournal
+from pitfalls_editkit.contract import Editor, declared_names
+from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.fingerprints import named_tensors, parameter_fingerprints
+from pitfalls_editkit.low_rank import LowRankUpdate
+from pitfalls_editkit.undo import WeightJournal
 
 T = TypeVar("T")
 

@@ -11,10 +11,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from benchmark.published import PAPER_EDITORS, PAPER_MODELS, published_folder_of
-from editkit.contract import Editor
-from editkit.hparams import HyperParamsError, load_hparams
 from editors.corpus import REFERENCE_CORPUS
+from pitfalls_benchmark.paper_runs import PAPER_EDITORS, PAPER_MODELS, published_folder_of
+from pitfalls_editkit.contract import Editor
+from pitfalls_editkit.hparams import HyperParamsError, load_hparams
 
 NOT_COMPARED = {"checkpoint"}  # where a file lies is not a setting (MEND's network is checked by what it is)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark import metrics as M
-from benchmark.splits import SPLIT_ORDER, SPLITS
+from pitfalls_benchmark import metrics as M
+from pitfalls_benchmark.splits import SPLIT_ORDER, SPLITS
 
 RUN_FILE = "run.json"
 CASES_FILE = "cases.jsonl"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from benchmark import metrics as M
-from benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
 from harness.records import CaseRecord
+from pitfalls_benchmark import metrics as M
+from pitfalls_benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
 from reports.runs import Run
 
 BINS = 6  # about this many bins along a chain

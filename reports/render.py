@@ -16,12 +16,12 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from benchmark.metrics import HIGHER_IS_BETTER
-from benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
 from harness.records import CaseRecord
+from pitfalls_benchmark.metrics import HIGHER_IS_BETTER
+from pitfalls_benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
 from reports.charts import Line, Series, bar_chart, line_chart, strip_plot
 from reports.lifelong import lifelong_curves
-from reports.published import published_row
+from reports.paper_numbers import published_row
 from reports.runs import Run, load_run
 from reports.tables import PAPER_LAYOUT
 

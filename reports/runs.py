@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.splits import SPLIT_ORDER
 from editors.registry import editor_order
 from harness.records import (
     CASES_FILE,
@@ -24,6 +23,7 @@ from harness.records import (
     read_run_config,
     summarize,
 )
+from pitfalls_benchmark.splits import SPLIT_ORDER
 
 
 class RunFolderError(ValueError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from benchmark.metrics import HIGHER_IS_BETTER
-from benchmark.splits import paper_layout
+from pitfalls_benchmark.metrics import HIGHER_IS_BETTER
+from pitfalls_benchmark.splits import paper_layout
 
 # (benchmark title, [(column title, split, metric)]), from the splits table
 PAPER_LAYOUT = paper_layout()

@@ -7,8 +7,8 @@ names; no RoundEdit case's Multi-Label Edit step (several true objects of a
 
 
 def test_precheck(precheck_case, precheck_rules):
-    from benchmark.splits import SPLITS
-    from generator.precheck import case_batch, find_conflicts
+    from pitfalls_benchmark.splits import SPLITS
+    from pitfalls_generator.precheck import case_batch, find_conflicts
 
     _, edits, facts = case_batch(precheck_case)
     conflicts = [f for f in find_conflicts(edits, precheck_rules, facts) if f.conflict]

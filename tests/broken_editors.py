@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from editkit import Editor
+from pitfalls_editkit import Editor
 
 DECLARED = "model.layers.0.mlp.down_proj.weight"
 
@@ -148,7 +148,7 @@ class NudgesInFactors(_Nudges):
     can_compute_updates = True
 
     def compute_updates(self, edit_groups, bases):
-        from editkit.low_rank import LowRankUpdate
+        from pitfalls_editkit.low_rank import LowRankUpdate
 
         weight = self.loaded.model.get_parameter(DECLARED)
         module = DECLARED.removesuffix(".weight")

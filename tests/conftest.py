@@ -14,7 +14,7 @@ PUBLISHED = Path(os.environ.get("PITFALLS_DATA", REPO.parent / "shared" / "pitfa
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The user's cache when set (CI sets it), else one folder for this test session."""
-    from editkit.cache import ENV_CACHE_DIR
+    from pitfalls_editkit.cache import ENV_CACHE_DIR
 
     if os.environ.get(ENV_CACHE_DIR):
         return Path(os.environ[ENV_CACHE_DIR])
@@ -33,7 +33,7 @@ def tiny_loader(cache_dir: Path):
     """Load a tiny model by name (fresh object each call)."""
     import torch
 
-    from editkit.models import load_model
+    from pitfalls_editkit.models import load_model
 
     def load(name: str = "tiny-gpt2"):
         return load_model(name, torch.device("cpu"), cache_dir=cache_dir)

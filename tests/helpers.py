@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The tools a user runs, by the spelling the docs give them (python -m ...), and where their main() is.
 TOOLS: dict[str, tuple[str, str]] = {
     "pytest": ("pytest", "pytest:main"),
-    "generate": ("generator", "generator.cli:main"),
+    "generate": ("pitfalls_generator", "pitfalls_generator.cli:main"),
     "reports": ("reports", "reports.__main__:main"),
     "check": ("harness.check_editor", "harness.check_editor:main"),
 }

@@ -72,7 +72,7 @@ CATALOGUE: list[Bad] = [
         subprocess=True),
     Bad("editor-module-missing", ["--editor", "nosuch_pkg.editing:X"], "--editor 'nosuch_pkg.editing:X': cannot import module"),
     Bad("editor-class-missing", ["--editor", "editors.rome:NotThere"], "module 'editors.rome' has no 'NotThere'"),
-    Bad("editor-not-an-editor", ["--editor", "editkit.facts:Edit"], "is not a subclass of editkit.Editor"),
+    Bad("editor-not-an-editor", ["--editor", "pitfalls_editkit.facts:Edit"], "is not a subclass of pitfalls_editkit.Editor"),
     Bad("limit-negative", ["--limit", "-1"], "--limit -1: selects no case"),
     Bad("limit-zero", ["--limit", "0"], "--limit 0: selects no case; give 1 or more"),
     Bad("device-unknown", ["--device", "gpu"], "--device 'gpu': expected auto, cpu, cuda or cuda:N"),

@@ -46,12 +46,12 @@ def test_batched_cases_equal_the_unbatched_run(published: Path, cache_dir: Path,
 
 
 def _runner(tiny_loader, cache_dir: Path, published: Path, editor_class: str):
-    from benchmark.datasets import load_dataset
-    from editkit.contract import EditorSettings
-    from editkit.models import reload_weights
     from editors import make_editor
     from harness.executors.workbench import Workbench
     from harness.guard import ModelGuard
+    from pitfalls_benchmark.datasets import load_dataset
+    from pitfalls_editkit.contract import EditorSettings
+    from pitfalls_editkit.models import reload_weights
 
     loaded = tiny_loader("tiny-llama")
     dataset = load_dataset(published / "GPT2-XL", limit=2)
@@ -63,9 +63,9 @@ def _runner(tiny_loader, cache_dir: Path, published: Path, editor_class: str):
 
 def test_cases_run_together_on_factors_equal_the_cases_run_one_at_a_time(tiny_loader, cache_dir: Path, published: Path):
     """Every split: an editor's factors, seen per row through hooks, give each case's scores as its written weights do."""
-    from editkit.fingerprints import parameter_digest
     from harness.executors.lockstep import start_batch
     from harness.executors.single import run_one
+    from pitfalls_editkit.fingerprints import parameter_digest
 
     bench, cases, loaded = _runner(tiny_loader, cache_dir, published, "NudgesInFactors")
     original = parameter_digest(loaded.model)
@@ -95,9 +95,9 @@ def test_cases_run_together_on_factors_equal_the_cases_run_one_at_a_time(tiny_lo
 ])
 def test_a_batch_whose_factors_break_the_contract_runs_one_case_at_a_time(tiny_loader, cache_dir: Path, published: Path, broken: str,
                                                                           expected: str):
-    from editkit.fingerprints import parameter_digest
     from harness.executors.lockstep import start_batch
     from harness.executors.single import run_one
+    from pitfalls_editkit.fingerprints import parameter_digest
 
     bench, cases, loaded = _runner(tiny_loader, cache_dir, published, broken)
     original = parameter_digest(loaded.model)

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.datasets import load_dataset
-from editkit.contract import EditorSettings
-from editkit.fingerprints import parameter_digest
-from editkit.models import reload_weights
 from editors import make_editor
 from harness.check_editor import run_checks
 from harness.executors.lockstep import start_batch
 from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
 from harness.guard import EditFailure, ModelGuard
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.models import reload_weights
 
 from .test_plugin import records, run_pytest
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.datasets import DatasetError, load_dataset, slugify
+from pitfalls_benchmark.datasets import DatasetError, load_dataset, slugify
 
 
 def test_published_counts_and_quirks(published: Path):

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.datasets import load_dataset
-from editkit.contract import EditorSettings
-from editkit.models import load_model
-from editkit.presets import DEFAULT_MODEL
-from editkit.scoring import Scorer
-from editkit.undo import editing
 from editors import make_editor
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.models import load_model
+from pitfalls_editkit.presets import DEFAULT_MODEL
+from pitfalls_editkit.scoring import Scorer
+from pitfalls_editkit.undo import editing
 
 from .test_plugin import records, run_pytest
 

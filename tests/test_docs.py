@@ -20,7 +20,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # Commands whose --help lists the options the docs may name (python -m MODULE --help).
-TOOLS = ["reports", "reports.compare", "reports.merge", "generator.cli", "generator.precheck", "harness.check_editor", "editors.mend.train",
+TOOLS = ["reports", "reports.compare", "reports.merge", "pitfalls_generator.cli", "pitfalls_generator.precheck", "harness.check_editor", "editors.mend.train",
          "benchmarks.throughput", "benchmarks.findings", "benchmarks.workers", "benchmarks.edit_speed", "benchmarks.batch_edit",
          "benchmarks.device_check", "benchmarks.guard_overhead", "benchmarks.stats_spectrum"]
 # Options of other programs the docs show in full commands: pip, Slurm, Chromium, ssh-keygen.

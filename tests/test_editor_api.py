@@ -1,5 +1,5 @@
 """What an editor's author relies on beyond apply(): hyper-parameter files found and checked, Trace hooks that see
-the module's inputs, optional methods declared, and every public editkit name documented."""
+the module's inputs, optional methods declared, and every public pitfalls_editkit name documented."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import editkit
-from editkit import Editor, EditorSettings, HyperParamsError, Trace
+import pitfalls_editkit
 from editors.rome import ROME
 from harness.check_editor import _declared_capabilities
+from pitfalls_editkit import Editor, EditorSettings, HyperParamsError, Trace
 from tests.helpers import REPO
 
 
@@ -113,12 +113,12 @@ def test_the_checker_reports_an_optional_method_defined_but_not_declared_and_the
     assert check.passed is False and "can_compute_updates is True but compute_updates() is not defined" in check.detail
     assert _declared_capabilities(OneModule(loaded, settings)) == []
     rome = ROME(loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))
-    assert editkit.capabilities(rome) == ["prepare", "compute_updates"]
+    assert pitfalls_editkit.capabilities(rome) == ["prepare", "compute_updates"]
     assert all(check.passed for check in _declared_capabilities(rome))
 
 
 def test_every_public_editkit_name_has_an_entry_in_the_api_reference():
     page = (REPO / "docs" / "writing-an-editor.md").read_text(encoding="utf-8")
-    reference = page[page.index("## The editkit API"):]
+    reference = page[page.index("## The pitfalls_editkit API"):]
     documented = set(re.findall(r"^#### `([A-Za-z_]+)`", reference, flags=re.MULTILINE))
-    assert documented == set(editkit.__all__), (set(editkit.__all__) - documented, documented - set(editkit.__all__))
+    assert documented == set(pitfalls_editkit.__all__), (set(pitfalls_editkit.__all__) - documented, documented - set(pitfalls_editkit.__all__))

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.datasets import load_dataset
-from editkit.contract import EditorSettings
-from editkit.fingerprints import parameter_digest
-from editkit.scoring import Scorer
-from editkit.undo import editing
 from editors import SHIPPED, editor_class, make_editor
 from editors.memit import through_rms_norm
 from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.scoring import Scorer
+from pitfalls_editkit.undo import editing
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 
@@ -145,7 +145,7 @@ def test_value_optimisation_over_the_downstream_columns_equals_the_plain_one(tin
 def test_prepared_edits_equal_unprepared_ones(tiny_loader, cache_dir, published, editor_name):
     """Editor.prepare (case batching) changes no update: not for the prepared edits on the unedited model, and not for
     a prepared edit applied after another edit (the model has changed, so its target is optimised again)."""
-    from editkit.contract import declared_names
+    from pitfalls_editkit.contract import declared_names
 
     loaded = tiny_loader("tiny-llama")
     editor = make_editor(editor_name, loaded, EditorSettings(cache_dir=cache_dir, stats_tokens=5000))

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmark.datasets import DatasetError, load_dataset
-from editkit.facts import Entity, Relation
-from generator.cases import MAX_TRUE_OBJECTS, MIN_TRUE_OBJECTS, GenerationSettings, generate_cases
-from generator.cli import MANIFEST_FILE, Source, generate_dataset, write_dataset
-from generator.closeness import closeness_distances
-from generator.graph import KnowledgeGraph, read_triples_file
-from generator.schema import RelationSpec, load_relations, parse_rules
+from pitfalls_benchmark.datasets import DatasetError, load_dataset
+from pitfalls_editkit.facts import Entity, Relation
+from pitfalls_generator.cases import MAX_TRUE_OBJECTS, MIN_TRUE_OBJECTS, GenerationSettings, generate_cases
+from pitfalls_generator.cli import MANIFEST_FILE, Source, generate_dataset, write_dataset
+from pitfalls_generator.closeness import closeness_distances
+from pitfalls_generator.graph import KnowledgeGraph, read_triples_file
+from pitfalls_generator.schema import RelationSpec, load_relations, parse_rules
 
 REPO = Path(__file__).resolve().parents[1]
 RELATION_IDS = ("R1", "R2", "R3", "R4")
@@ -180,7 +180,7 @@ def small_published_copy(published: Path, tmp_path: Path, n: int = 40) -> Path:
 def test_cli_generates_fresh_cases_from_published_files(published, tmp_path):
     source = small_published_copy(published, tmp_path)
     out = tmp_path / "fresh"
-    proc = subprocess.run([sys.executable, "-m", "generator.cli", str(out), "--from-published", str(source), "--seed", "3"],
+    proc = subprocess.run([sys.executable, "-m", "pitfalls_generator.cli", str(out), "--from-published", str(source), "--seed", "3"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     dataset = load_dataset(out)
@@ -191,15 +191,15 @@ def test_cli_generates_fresh_cases_from_published_files(published, tmp_path):
 
 
 def test_cli_says_what_is_wrong_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "generator.cli", str(tmp_path / "x"), "--triples", str(tmp_path / "none.tsv"),
+    proc = subprocess.run([sys.executable, "-m", "pitfalls_generator.cli", str(tmp_path / "x"), "--triples", str(tmp_path / "none.tsv"),
                            "--relations", "r.json", "--rules", "u.json"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --relations r.json: no such file"]
 
 
 def test_knowledge_filter_keeps_exactly_the_known_cases(tiny_loader, tmp_path, geography):
-    from editkit.scoring import Scorer
-    from generator.known import filter_known
+    from pitfalls_editkit.scoring import Scorer
+    from pitfalls_generator.known import filter_known
 
     loaded = tiny_loader("tiny-gpt2")
     scorer = Scorer(loaded.model, loaded.tokenizer)

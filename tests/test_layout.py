@@ -1,6 +1,6 @@
 """The floor plan: every import points down a floor, and no two files (or packages) import each other.
 
-Floors, bottom to top (README, "Layout"): ``editkit`` (the editor contract and
+Floors, bottom to top (README, "Layout"): ``pitfalls_editkit`` (the editor contract and
 primitives) < ``benchmark`` (splits, cases, metrics) < ``generator`` (dataset
 generation) < ``editors`` < ``harness`` (executors, guard, records, pytest
 plugin) < ``reports``. Every import is read from the source with ``ast``, also
@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FLOORS = ["editkit", "benchmark", "generator", "editors", "harness", "reports"]
+FLOORS = ["pitfalls_editkit", "pitfalls_benchmark", "pitfalls_generator", "editors", "harness", "reports"]
 
 
 def module_name(path: Path) -> str:
@@ -100,7 +100,7 @@ def test_the_contract_floor_imports_no_floor_above_and_loads_torch_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, editkit.facts, benchmark.splits, harness.plugin, reports.plugin, editors.registry, editkit.contract; "
+    code = ("import sys, pitfalls_editkit.facts, pitfalls_benchmark.splits, harness.plugin, reports.plugin, editors.registry, pitfalls_editkit.contract; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr  # the installed pytest plugin costs other projects no torch import
@@ -110,7 +110,7 @@ def test_the_splits_table_is_the_one_place_split_facts_live():
     """No module but the table spells a split's file name or pitfall rule."""
     spelled = []
     for name, path in project_modules().items():
-        if name == "benchmark.splits":
+        if name == "pitfalls_benchmark.splits":
             continue
         text = path.read_text(encoding="utf-8")
         for needle in ("coverage_edit.json", "reverse_edit.json", "composite_edit.json", '"easy.json"', "conflict_prompts.json",

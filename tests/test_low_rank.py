@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editkit.fingerprints import parameter_digest
-from editkit.low_rank import LowRankUpdate, RowUpdates, combined, weight_update
-from editkit.nethook import get_module
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.low_rank import LowRankUpdate, RowUpdates, combined, weight_update
+from pitfalls_editkit.nethook import get_module
 
 MODULES = {"tiny-llama": "model.layers.0.mlp.down_proj", "tiny-gpt2": "transformer.h.0.mlp.c_proj"}
 

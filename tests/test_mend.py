@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.datasets import load_dataset
-from editkit.contract import EditorSettings
-from editkit.fingerprints import parameter_digest
-from editkit.hparams import find_hparams_file, load_hparams
-from editkit.undo import editing
 from editors import make_editor
 from editors.mend.config import HPARAMS_DIR, MENDHyperParams, build_network, module_names
 from editors.mend.editor import MEND
 from editors.mend.train import train, training_data, validate
-from generator.cli import default_dataset_dir
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.hparams import find_hparams_file, load_hparams
+from pitfalls_editkit.undo import editing
+from pitfalls_generator.cli import default_dataset_dir
 
 from .test_plugin import records, run_pytest
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editkit.contract import EditorSettings
-from editkit.fingerprints import parameter_digest
-from editkit.undo import editing
 from editors import make_editor
 from editors.mend.original import OriginalCheckpointError
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.undo import editing
 
 RANK = 8
 EDITED = ["transformer.h.2.mlp.c_fc.weight", "transformer.h.2.mlp.c_proj.weight",
@@ -118,7 +118,7 @@ def test_original_files_that_do_not_fit_are_one_line(tiny_loader, cache_dir, tmp
     with pytest.raises(OriginalCheckpointError, match="evil.pt: cannot be loaded with weights_only=True"):
         make_editor("mend", loaded, EditorSettings(cache_dir=cache_dir, hparams_values=(("checkpoint", str(tmp_path / "evil.pt")),
                                                                                           ("rank", RANK))))
-    from editkit.hparams import HyperParamsError
+    from pitfalls_editkit.hparams import HyperParamsError
 
     with pytest.raises(HyperParamsError, match="checkpoint /nonexistent/net.pt: no such file"):
         make_editor("mend", loaded, EditorSettings(cache_dir=cache_dir, hparams_values=(("checkpoint", "/nonexistent/net.pt"),)))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmark import metrics as M
+from pitfalls_benchmark import metrics as M
 
 probability = st.floats(min_value=1e-12, max_value=1.0, allow_nan=False)
 

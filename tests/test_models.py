@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from editkit.cache import cached_json
-from editkit.models import ModelLoadError, load_model, resolve_device
-from editkit.tiny_models import TINY_BUILDERS
+from pitfalls_editkit.cache import cached_json
+from pitfalls_editkit.models import ModelLoadError, load_model, resolve_device
+from pitfalls_editkit.tiny_models import TINY_BUILDERS
 
 
 @pytest.mark.parametrize("name", sorted(TINY_BUILDERS))
@@ -43,7 +43,7 @@ def test_folder_without_config_is_a_clear_error(tmp_path: Path, cache_dir: Path)
 
 
 def test_unknown_hub_id_offline_is_one_clear_error(cache_dir: Path):
-    code = ("import torch; from editkit.models import load_model, ModelLoadError\n"
+    code = ("import torch; from pitfalls_editkit.models import load_model, ModelLoadError\n"
             "try:\n    load_model('nobody-here/no-such-model', torch.device('cpu'))\n"
             "except ModelLoadError as e:\n    print('ERR', e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PITFALLS_CACHE_DIR": str(cache_dir)}

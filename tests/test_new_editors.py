@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.datasets import load_dataset
-from editkit.contract import EditorSettings
-from editkit.facts import fill
-from editkit.fingerprints import parameter_digest
-from editkit.hparams import module_name
-from editkit.undo import editing
 from editors import make_editor
 from editors.representations import subject_io
 from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.facts import fill
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.hparams import module_name
+from pitfalls_editkit.undo import editing
 from tests.test_plugin import records, run_pytest
 
 

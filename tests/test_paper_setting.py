@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.published import published_folder_of
-from editkit.hparams import load_hparams
 from editors.corpus import REFERENCE_CORPUS
 from editors.mend.config import MENDHyperParams
 from editors.mend.editor import MEND
 from editors.rome import ROME, ROMEHyperParams
 from harness.paper_setting import paper_setting_differences
+from pitfalls_benchmark.paper_runs import published_folder_of
+from pitfalls_editkit.hparams import load_hparams
 
 HPARAMS = Path(__file__).resolve().parents[1] / "editors" / "hparams"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.datasets import load_dataset
-from benchmark.splits import SPLITS
-from editkit.facts import Edit, Entity, Fact, Relation
-from generator.precheck import case_batch, find_conflicts, read_rules
-from generator.schema import parse_rules
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_benchmark.splits import SPLITS
+from pitfalls_editkit.facts import Edit, Entity, Fact, Relation
+from pitfalls_generator.precheck import case_batch, find_conflicts, read_rules
+from pitfalls_generator.schema import parse_rules
 
 REPO = Path(__file__).resolve().parents[1]
 CAPITAL = Relation("P36", "The capital of {} is", "", "capital")
@@ -48,7 +48,7 @@ def test_the_three_kinds_and_stale_facts():
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "generator.precheck", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "pitfalls_generator.precheck", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def edit_line(edit: Edit) -> str:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from benchmark.datasets import DatasetError, load_dataset
-from editkit.facts import TemplateError, fill
 from harness.records import CaseRecord, write_run_config
+from pitfalls_benchmark.datasets import DatasetError, load_dataset
+from pitfalls_editkit.facts import TemplateError, fill
 from reports.render import render_report
 
 NASTY = st.sampled_from(['<script>alert(1)</script>', '" onmouseover="x', "{}", "{0:>99}", "{role}", "{{}}", "\u202eevil", "🙂",
@@ -66,7 +66,8 @@ def test_any_text_in_a_run_folder_renders_escaped(tmp_path_factory, label, metri
                         edits=[f"{label} borders [{label} -> y]"], notes=[label], pitfall_message=label)
     (run / "cases.jsonl").write_text(record.to_json() + "\n", encoding="utf-8")
     write_run_config(run, {"model": label, "editor": label, "hparams": {label: label}})
-    html = render_report([run], run / "report.html").read_text(encoding="utf-8")
+    with open(render_report([run], run / "report.html"), encoding="utf-8", newline="") as page:  # "\r" stays "\r"
+        html = page.read()
     if label:
         assert str(escape(label)) in html
     for raw in ("<script>alert(1)</script>", '" onmouseover="x'):

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.datasets import load_dataset
-from editkit.contract import EditorSettings
-from editkit.facts import Edit, Entity, Relation
-from editkit.fingerprints import parameter_digest
-from editkit.hparams import HyperParamsError
-from editkit.scoring import Scorer
-from editkit.undo import editing
 from editors import UnknownEditorError, make_editor
 from editors.representations import subject_last_index
 from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.facts import Edit, Entity, Relation
+from pitfalls_editkit.fingerprints import parameter_digest
+from pitfalls_editkit.hparams import HyperParamsError
+from pitfalls_editkit.scoring import Scorer
+from pitfalls_editkit.undo import editing
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 EDIT = Edit(Entity("Q90", "Paris"), Relation("P17", "{} is located in the country of", "", "country"),

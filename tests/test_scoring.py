@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from editkit.scoring import Scorer, encode_completion
+from pitfalls_editkit.scoring import Scorer, encode_completion
 
 PROMPTS = ["The capital of France is", "Zürich is a city in", "{} plays the".format("Lionel Messi"), "The mother of  Maria is"]
 OBJECTS = ["Paris", "Switzerland", "football", "Maria Theresa of Austria", "&"]
@@ -69,7 +69,7 @@ def test_the_body_is_found_where_base_model_is_the_whole_model():
     """transformers 4.57's Gemma 3 causal LM names a ``base_model_prefix`` it lacks; the body must still be found."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from editkit.scoring import transformer_body, vocabulary_logits
+    from pitfalls_editkit.scoring import transformer_body, vocabulary_logits
 
     class PrefixLacking(Gemma3ForCausalLM):
         base_model_prefix = "language_model"

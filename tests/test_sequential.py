@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from benchmark.datasets import load_dataset
-from editkit.contract import EditorSettings
-from editkit.fingerprints import parameter_digest
 from editors import make_editor
 from harness.executors.chained import ChainRun, run_on_chain, start_chain
 from harness.executors.workbench import Workbench
 from harness.guard import EditFailure
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.fingerprints import parameter_digest
 from tests.broken_editors import DECLARED
 from tests.test_plugin import records, run_pytest
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from editkit.contract import EditorSettings
 from editors import make_editor
 from editors.corpus import CorpusError, load_corpus
 from editors.second_moment import (
@@ -22,6 +21,7 @@ from editors.second_moment import (
     reference_stats_path,
     token_samples,
 )
+from pitfalls_editkit.contract import EditorSettings
 from tests.test_plugin import records, run_pytest
 
 MODULE = "model.layers.0.mlp.down_proj"  # tiny-llama's ROME layer

@@ -86,12 +86,12 @@ def test_the_installed_plugin_leaves_other_sessions_alone(cache_dir, tmp_path):
 
 
 def test_the_controller_dequantizes_once_when_workers_collected_cases(monkeypatch):
-    import editkit.models
+    import pitfalls_editkit.models
     from harness.plugin import TerminalProgress
     from harness.plugin.options import STATE, PluginState
 
     calls = []
-    monkeypatch.setattr(editkit.models, "dequantized_folder", lambda name, preset, cache: calls.append(name))
+    monkeypatch.setattr(pitfalls_editkit.models, "dequantized_folder", lambda name, preset, cache: calls.append(name))
     config = SimpleNamespace(stash={STATE: PluginState(SimpleNamespace(model="gemma3-270m", cache_path=Path("/nowhere")))})
     progress = TerminalProgress(config)
     progress.pytest_xdist_node_collection_finished(None, ["tests/test_other.py::test_one"])

@@ -12,12 +12,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from editkit.hparams import bounded, module_name
-from editkit.low_rank import out_in_shape
-from editkit.models import LoadedModel
-from editkit.nethook import get_module
 from editors.mend.network import MENDNetwork
 from editors.mend.original import load_checkpoint_file, map_original, original_tensors
+from pitfalls_editkit.hparams import bounded, module_name
+from pitfalls_editkit.low_rank import out_in_shape
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import get_module
 
 HPARAMS_DIR = Path(__file__).parents[1] / "hparams" / "mend"
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"

@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from editkit.contract import Editor, EditorSettings
-from editkit.facts import Edit
-from editkit.hparams import HyperParamsError, as_dict, check_modules
-from editkit.low_rank import weight_update
-from editkit.models import LoadedModel
-from editkit.nethook import get_module
 from editors.mend.config import HPARAMS_DIR, MENDHyperParams, checkpoint_paths, given_checkpoint, load_network, module_names
 from editors.mend.gradients import edit_batch, gradient_factors
 from editors.mend.network import MENDNetwork
+from pitfalls_editkit.contract import Editor, EditorSettings
+from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.hparams import HyperParamsError, as_dict, check_modules
+from pitfalls_editkit.low_rank import weight_update
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import get_module
 
 
 class MEND(Editor):

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from editkit.facts import Edit
-from editkit.models import LoadedModel
-from editkit.nethook import get_module
-from editkit.scoring import encode_completion, pad_batch, vocabulary_logits
+from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import get_module
+from pitfalls_editkit.scoring import encode_completion, pad_batch, vocabulary_logits
 
 
 @dataclass(frozen=True)

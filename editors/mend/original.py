@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from editkit.messages import first_line
 from editors.mend.network import MENDNetwork
+from pitfalls_editkit.messages import first_line
 
 
 class OriginalCheckpointError(ValueError):

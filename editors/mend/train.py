@@ -26,19 +26,19 @@ from typing import Any
 
 import torch
 
-from benchmark.datasets import ConflictCase, Dataset, RoundCase, load_dataset
-from editkit.cache import locked
-from editkit.contract import EditorSettings
-from editkit.facts import Edit, fill
-from editkit.hparams import as_dict, editor_hparams
-from editkit.low_rank import weight_update
-from editkit.models import LoadedModel
-from editkit.nethook import get_module
-from editkit.progress import step as one_time_step
-from editkit.scoring import pad_batch, vocabulary_logits
 from editors.mend.config import HPARAMS_DIR, MENDHyperParams, build_network, checkpoint_paths, module_names
 from editors.mend.gradients import edit_batch, gradient_factors, swapped_weights, target_batch, target_nll
 from editors.mend.network import MENDNetwork
+from pitfalls_benchmark.datasets import ConflictCase, Dataset, RoundCase, load_dataset
+from pitfalls_editkit.cache import locked
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.facts import Edit, fill
+from pitfalls_editkit.hparams import as_dict, editor_hparams
+from pitfalls_editkit.low_rank import weight_update
+from pitfalls_editkit.models import LoadedModel
+from pitfalls_editkit.nethook import get_module
+from pitfalls_editkit.progress import step as one_time_step
+from pitfalls_editkit.scoring import pad_batch, vocabulary_logits
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def paraphrase_batch(loaded: LoadedModel, examples: list[Example], rng: random.R
 def validate(loaded: LoadedModel, network: MENDNetwork, data: TrainingData, names: list[str], limit: int = 20) -> dict[str, Any]:
     """The first ``limit`` held-out edits of each dataset, one at a time: success (new beats old on the rewrite
     prompt), loss on a paraphrase, and KL on unrelated facts; overall and per dataset."""
-    from editkit.scoring import Scorer
+    from pitfalls_editkit.scoring import Scorer
 
     network.eval()
     scorer = Scorer(loaded.model, loaded.tokenizer)
@@ -204,7 +204,7 @@ def _save(out: Path, loaded: LoadedModel, hp: MENDHyperParams, data: TrainingDat
 
 def train_on_first_use(loaded: LoadedModel, hp: MENDHyperParams, settings: EditorSettings) -> Path:
     """Train a network for this model on the generated geography dataset, cache it, and say so."""
-    from generator.cli import default_dataset_dir
+    from pitfalls_generator.cli import default_dataset_dir
 
     out = checkpoint_paths(hp, settings.cache_dir, loaded.fingerprint)[1]
     with locked(out):
@@ -221,9 +221,9 @@ def train_on_first_use(loaded: LoadedModel, hp: MENDHyperParams, settings: Edito
 
 
 def main(argv: list[str] | None = None) -> int:
-    from editkit.cache import default_cache_dir
-    from editkit.models import load_model, resolve_device
-    from generator.cli import default_dataset_dir
+    from pitfalls_editkit.cache import default_cache_dir
+    from pitfalls_editkit.models import load_model, resolve_device
+    from pitfalls_generator.cli import default_dataset_dir
 
     parser = argparse.ArgumentParser(prog="python -m editors.mend.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma3-270m")

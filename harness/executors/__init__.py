@@ -1,4 +1,4 @@
-"""Carrying out the benchmark's plans (``benchmark.plans``) on a model with an editor: one executor per mode.
+"""Carrying out the benchmark's plans (``pitfalls_benchmark.plans``) on a model with an editor: one executor per mode.
 
 * ``workbench``: what every executor is given (editor, scorer, guard, the unedited
   model's scores on disk) and the pieces they share: a case's seed, its fit check,

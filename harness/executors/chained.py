@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from benchmark.datasets import Case
-from benchmark.plans import plan_of
-from editkit.facts import Edit
 from harness.chain import Chain
 from harness.executors.single import carry_out
 from harness.executors.workbench import Paraphrases, Workbench
 from harness.records import CaseRecord
+from pitfalls_benchmark.datasets import Case
+from pitfalls_benchmark.plans import plan_of
+from pitfalls_editkit.facts import Edit
 
 
 @dataclass

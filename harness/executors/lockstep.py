@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmark.datasets import Case, prompt_set
-from benchmark.plans import Apply, Plan, Restart, Score, Step, first_edits_of, plan_of
-from editkit.low_rank import LowRankUpdate, combined
 from harness.executors.workbench import CaseInputError, Paraphrases, WorkAhead, Workbench
 from harness.guard import EditFailure, ModelDamaged, check_updates
 from harness.records import CaseRecord
+from pitfalls_benchmark.datasets import Case, prompt_set
+from pitfalls_benchmark.plans import Apply, Plan, Restart, Score, Step, first_edits_of, plan_of
+from pitfalls_editkit.low_rank import LowRankUpdate, combined
 
 
 @dataclass
@@ -108,7 +108,7 @@ def run_together(bench: Workbench, cases: Sequence[Case]) -> dict[str, CaseRecor
     """All ``cases`` in lockstep on the original weights (the editor offers ``compute_updates``).
 
     Each case's edited model is its own sum of low-rank updates, seen by its
-    rows only (:class:`editkit.low_rank.RowUpdates`). At every step the cases
+    rows only (:class:`pitfalls_editkit.low_rank.RowUpdates`). At every step the cases
     that edit are computed in one ``compute_updates`` call, and the cases that
     score in one batched scoring call. Returns each case's record, or the
     exception it raised.

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmark.datasets import Case
-from benchmark.plans import Apply, Outcome, Plan, Restart, plan_of
 from harness.executors.workbench import Paraphrases, WorkAhead, Workbench
 from harness.records import CaseRecord
+from pitfalls_benchmark.datasets import Case
+from pitfalls_benchmark.plans import Apply, Outcome, Plan, Restart, plan_of
 
 
 @dataclass

@@ -6,15 +6,15 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from benchmark.datasets import Case, Dataset, prompt_set
-from benchmark.plans import PlanSettings, describe_pitfall, plan_of
-from benchmark.splits import SPLITS
-from editkit.contract import Editor
-from editkit.facts import Relation, fill
-from editkit.scoring import Scorer
 from harness.guard import ModelGuard
 from harness.original_scores import OriginalScores
 from harness.records import CaseRecord
+from pitfalls_benchmark.datasets import Case, Dataset, prompt_set
+from pitfalls_benchmark.plans import PlanSettings, describe_pitfall, plan_of
+from pitfalls_benchmark.splits import SPLITS
+from pitfalls_editkit.contract import Editor
+from pitfalls_editkit.facts import Relation, fill
+from pitfalls_editkit.scoring import Scorer
 
 CONTEXT_MARGIN_TOKENS = 64  # room left in the model's context for the prefixes editors put before a prompt
 

@@ -22,9 +22,9 @@ import re
 
 import pytest
 
-from benchmark.splits import SPLITS
 from harness.plugin import hookspecs
 from harness.plugin.options import STATE, PluginState, RunOptions, add_options, check_options, dataset_of, is_worker
+from pitfalls_benchmark.splits import SPLITS
 
 pytest_plugins = ("harness.plugin.collection", "harness.plugin.fixtures")
 
@@ -82,7 +82,7 @@ class TerminalProgress(logging.Handler):
 
     @pytest.hookimpl
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        from editkit.progress import LOGGER
+        from pitfalls_editkit.progress import LOGGER
 
         LOGGER.setLevel(logging.INFO)
         LOGGER.addHandler(self)
@@ -96,7 +96,7 @@ class TerminalProgress(logging.Handler):
 
     @pytest.hookimpl
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        from editkit.progress import LOGGER
+        from pitfalls_editkit.progress import LOGGER
 
         LOGGER.removeHandler(self)
 
@@ -111,10 +111,10 @@ def prepare_once(config: pytest.Config) -> None:
     """
     options = config.stash[STATE].options
     try:
-        from editkit.presets import GGUF_PRESETS
+        from pitfalls_editkit.presets import GGUF_PRESETS
 
         if options.model in GGUF_PRESETS:
-            from editkit.models import dequantized_folder
+            from pitfalls_editkit.models import dequantized_folder
 
             dequantized_folder(options.model, GGUF_PRESETS[options.model], options.cache_path)
     except Exception:  # the workers meet the same problem and report it as one line; nothing is lost here

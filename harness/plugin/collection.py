@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.datasets import Case
-from benchmark.splits import BENCHMARKS, SPLITS, splits_of
 from harness.plugin import wire
 from harness.plugin.options import STATE, dataset_of, is_worker
 from harness.records import CASES_FILE, latest_per_case, read_cases
+from pitfalls_benchmark.datasets import Case
+from pitfalls_benchmark.splits import BENCHMARKS, SPLITS, splits_of
 
 # The benchmark files' parameters: which fixture a test asks for to receive the cases of a benchmark.
 CASE_ARGUMENTS = {"conflict_case": "conflict", "round_case": "round"}

@@ -35,7 +35,7 @@ def run_options(pytestconfig: pytest.Config) -> RunOptions:
 @pytest.fixture(scope="session")
 def precheck_rules(pytestconfig: pytest.Config):
     """The rules behind the dataset's cases, read off its files (suites/test_precheck.py)."""
-    from generator.published import read_published
+    from pitfalls_generator.from_published import read_published
 
     dataset_of(pytestconfig)
     return read_published(pytestconfig.stash[STATE].dataset_root)[2]
@@ -43,7 +43,7 @@ def precheck_rules(pytestconfig: pytest.Config):
 
 @pytest.fixture(scope="session")
 def loaded_model(pytestconfig: pytest.Config, run_options: RunOptions):
-    from editkit.models import ModelLoadError, load_model, resolve_device
+    from pitfalls_editkit.models import ModelLoadError, load_model, resolve_device
 
     share_cpu_threads(pytestconfig)
     try:
@@ -61,10 +61,10 @@ def loaded_model(pytestconfig: pytest.Config, run_options: RunOptions):
 @pytest.fixture(scope="session")
 def editor(loaded_model, model_guard, run_options: RunOptions):
     """The editor, built after the guard took the model's baseline: building it must leave the model as it was."""
-    from editkit.contract import EditorSettings
-    from editkit.hparams import HyperParamsError, parse_hparams_set
     from editors.corpus import CorpusError
     from editors.registry import UnknownEditorError, make_editor
+    from pitfalls_editkit.contract import EditorSettings
+    from pitfalls_editkit.hparams import HyperParamsError, parse_hparams_set
 
     settings = EditorSettings(
         cache_dir=run_options.cache_path, stats_corpus=run_options.stats_corpus, stats_tokens=run_options.stats_tokens,
@@ -110,8 +110,8 @@ def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: R
 @pytest.fixture(scope="session")
 def model_guard(loaded_model, run_options: RunOptions):
     """Owns every case's undo and checks the editor contract (harness/guard.py)."""
-    from editkit.models import reload_weights
     from harness.guard import ModelGuard
+    from pitfalls_editkit.models import reload_weights
 
     return ModelGuard(loaded_model.model, reload=lambda: reload_weights(loaded_model, run_options.cache_path))
 
@@ -119,9 +119,9 @@ def model_guard(loaded_model, run_options: RunOptions):
 @pytest.fixture(scope="session")
 def workbench(pytestconfig: pytest.Config, editor, loaded_model, model_guard, run_options: RunOptions):
     """What the executors (harness/executors/) are given: editor, scorer, guard, and the unedited model's scores on disk."""
-    from editkit.scoring import Scorer
     from harness.executors.workbench import Workbench
     from harness.original_scores import OriginalScores
+    from pitfalls_editkit.scoring import Scorer
 
     original = OriginalScores(run_options.cache_path / "original-scores" / f"{loaded_model.fingerprint}-{run_options.dtype}.jsonl")
     try:

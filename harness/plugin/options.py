@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.datasets import Dataset, DatasetError, load_dataset
 from editors.corpus import GENSIM_WIKI, REFERENCE_CORPUS
+from pitfalls_benchmark.datasets import Dataset, DatasetError, load_dataset
 
 DEFAULT_EDITOR = "rome"
 
@@ -68,7 +68,7 @@ class RunOptions:
 
     @property
     def cache_path(self) -> Path:
-        from editkit.cache import default_cache_dir
+        from pitfalls_editkit.cache import default_cache_dir
 
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
@@ -79,7 +79,7 @@ class RunOptions:
 
 
 def add_options(parser: pytest.Parser) -> None:
-    from editkit.presets import DEFAULT_MODEL
+    from pitfalls_editkit.presets import DEFAULT_MODEL
 
     group = parser.getgroup("pitfalls", "knowledge-editing pitfalls")
     group.addoption("--editor", default=DEFAULT_EDITOR,
@@ -156,7 +156,7 @@ def check_options(options: RunOptions) -> None:
                                 "give K >= 0 (0: never) and N >= 1")
     if options.stats_tokens < 1:
         raise pytest.UsageError(f"--stats-tokens {options.stats_tokens}: must be at least 1 (default: 100000)")
-    from editkit.hparams import HyperParamsError, parse_hparams_set
+    from pitfalls_editkit.hparams import HyperParamsError, parse_hparams_set
 
     try:
         parse_hparams_set(list(options.hparams_set))
@@ -188,7 +188,7 @@ def check_options(options: RunOptions) -> None:
         raise pytest.UsageError(f"--stats-dir {options.stats_dir}: is a file; give the folder that holds <model>/<dataset>_stats/")
     if options.stats_corpus != GENSIM_WIKI:
         _check_corpus(options.stats_corpus)
-    from editkit.presets import looks_like_path
+    from pitfalls_editkit.presets import looks_like_path
 
     model = options.model
     if looks_like_path(model) and not Path(model).expanduser().exists():
@@ -238,8 +238,8 @@ def dataset_of(config: pytest.Config) -> Dataset:
 
 
 def _default_dataset(options: RunOptions) -> Path:
-    """Without --dataset-dir: the geography dataset generated from pyworldatlas (cached; see generator/cli.py)."""
-    from generator.cli import default_dataset_dir
+    """Without --dataset-dir: the geography dataset generated from pyworldatlas (cached; see pitfalls_generator/cli.py)."""
+    from pitfalls_generator.cli import default_dataset_dir
 
     return default_dataset_dir(Path(options.cache_dir) if options.cache_dir else None)
 

@@ -24,8 +24,8 @@ from typing import Any, Union
 
 import pytest
 
-from benchmark.datasets import Case
 from harness.records import CaseRecord
+from pitfalls_benchmark.datasets import Case
 
 KEY = "pitfalls"
 

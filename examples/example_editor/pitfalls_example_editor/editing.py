@@ -1,4 +1,4 @@
-"""An editor written only against the public contract (``editkit``): the README's "Writing an editor" example.
+"""An editor written only against the public contract (``pitfalls_editkit``): the README's "Writing an editor" example.
 
 It fine-tunes one MLP output projection with Adam until the rewrite prompt
 continues with the new object. Install with ``pip install -e examples/example_editor``,
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from editkit import Editor, encode_completion, get_module, module_name, vocabulary_logits
+from pitfalls_editkit import Editor, encode_completion, get_module, module_name, vocabulary_logits
 
 
 @dataclass(frozen=True)

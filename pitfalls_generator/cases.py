@@ -1,6 +1,6 @@
 """Generate ConflictEdit and RoundEdit cases from a graph and rules, in the published JSON format.
 
-Writing the published format means one loader (benchmark/datasets.py) reads the
+Writing the published format means one loader (pitfalls_benchmark/datasets.py) reads the
 paper's files and ours. Every choice is drawn from ``random.Random`` seeded by
 ``(seed, split)`` over sorted candidates, so the same graph, rules and seed
 give the same cases. Counterfactual objects are drawn from the relation's
@@ -24,11 +24,11 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS
-from editkit.facts import Entity
-from generator.closeness import closeness_distances
-from generator.graph import KnowledgeGraph
-from generator.schema import RelationSpec, Rules
+from pitfalls_benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS
+from pitfalls_editkit.facts import Entity
+from pitfalls_generator.closeness import closeness_distances
+from pitfalls_generator.graph import KnowledgeGraph
+from pitfalls_generator.schema import RelationSpec, Rules
 
 MIN_TRUE_OBJECTS, MAX_TRUE_OBJECTS = 2, 10
 

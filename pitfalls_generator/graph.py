@@ -5,7 +5,7 @@ entities a relation points to (its range: counterfactuals are drawn from it,
 so a new object has the same type as the old one), and the neighbours of an
 entity (for the closeness measure of easy/hard round cases).
 
-Graphs come from our geography builder (generator/geography.py), a
+Graphs come from our geography builder (pitfalls_generator/geography.py), a
 user's triples file (JSON lines or TSV), or the triples inside a folder of
 published-format files.
 """
@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.datasets import DatasetError
-from editkit.facts import Entity
+from pitfalls_benchmark.datasets import DatasetError
+from pitfalls_editkit.facts import Entity
 
 TSV_COLUMNS = ("subject_id", "subject_label", "relation_id", "object_id", "object_label")
 

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.datasets import DatasetError
-from editkit.facts import Relation
+from pitfalls_benchmark.datasets import DatasetError
+from pitfalls_editkit.facts import Relation
 
 RULE_KINDS = ("coverage", "reverse", "composite", "round")
 _REVERSE = re.compile(r"^([^&>]+)>([^&>]+)$")

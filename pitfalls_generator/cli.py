@@ -1,4 +1,4 @@
-"""Generate a dataset folder in the published format: ``python -m generator.cli OUT [options]``.
+"""Generate a dataset folder in the published format: ``python -m pitfalls_generator.cli OUT [options]``.
 
 Sources of facts (one of):
 
@@ -7,7 +7,7 @@ Sources of facts (one of):
 * ``--from-published DIR``: the triples, prompts and rules inside published-format files.
 
 ``--filter-model NAME`` keeps only cases whose facts that model knows
-(generator/known.py). The folder gets the five split files, both
+(pitfalls_generator/known.py). The folder gets the five split files, both
 prompt files and ``generation.json`` (source, licences, seed, counts, filter
 report). The suites use :func:`default_dataset_dir` when no ``--dataset-dir`` is given.
 """
@@ -23,13 +23,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmark.datasets import DatasetError, load_dataset
-from benchmark.splits import BENCHMARKS, ROUND_SPLITS, SPLITS
-from editkit.cache import default_cache_dir, locked
-from generator.cases import GenerationSettings, generate_cases
-from generator.closeness import SUMMARY as CLOSENESS_SUMMARY
-from generator.graph import KnowledgeGraph, read_triples_file
-from generator.schema import RelationSpec, Rules, check_rules, load_relations, load_rules
+from pitfalls_benchmark.datasets import DatasetError, load_dataset
+from pitfalls_benchmark.splits import BENCHMARKS, ROUND_SPLITS, SPLITS
+from pitfalls_editkit.cache import default_cache_dir, locked
+from pitfalls_generator.cases import GenerationSettings, generate_cases
+from pitfalls_generator.closeness import SUMMARY as CLOSENESS_SUMMARY
+from pitfalls_generator.graph import KnowledgeGraph, read_triples_file
+from pitfalls_generator.schema import RelationSpec, Rules, check_rules, load_relations, load_rules
 
 MANIFEST_FILE = "generation.json"
 GENERATOR_VERSION = 2  # bump when the same inputs would give other cases (2: cases in shuffled order)
@@ -47,7 +47,7 @@ class Source:
 
     def load(self) -> tuple[KnowledgeGraph, dict[str, RelationSpec], Rules]:
         if self.kind == "geography":
-            from generator.geography import build_geography_graph, geography_files
+            from pitfalls_generator.geography import build_geography_graph, geography_files
 
             relations_file, rules_file = geography_files()
             relations = load_relations(relations_file)
@@ -63,7 +63,7 @@ class Source:
                                    f"--relations {self.relations}; add their prompts or drop those triples")
             return graph, relations, load_rules(self.rules, relations)
         if self.kind == "published":
-            from generator.published import read_published
+            from pitfalls_generator.from_published import read_published
 
             graph, relations, rules = read_published(self.published)
             check_rules(rules, relations, str(self.published))
@@ -99,7 +99,7 @@ def generate_dataset(out_dir: Path, source: Source, settings: GenerationSettings
     if known_filter is not None:
         records, report = known_filter(records)
     manifest = {
-        "generator": "generator.cli", "generator_version": GENERATOR_VERSION,
+        "generator": "pitfalls_generator.cli", "generator_version": GENERATOR_VERSION,
         "source": asdict(source), "fact_sources": graph.sources, "seed": settings.seed, "max_cases": settings.max_cases,
         "graph": {"entities": len(graph.entities), "triples": len(graph.triples)},
         "rules": {"coverage": list(rules.coverage), "reverse": [r.text for r in rules.reverse],
@@ -115,7 +115,7 @@ def generate_dataset(out_dir: Path, source: Source, settings: GenerationSettings
 
 def default_dataset_dir(cache_dir: Path | None = None) -> Path:
     """The geography dataset (seed 0, 300 cases per split), generated once into the cache."""
-    from generator.geography import atlas_version
+    from pitfalls_generator.geography import atlas_version
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     folder = cache_dir / "datasets" / f"geography-v{GENERATOR_VERSION}-pyworldatlas{atlas_version()}-seed0"
@@ -123,7 +123,7 @@ def default_dataset_dir(cache_dir: Path | None = None) -> Path:
         if not (folder / MANIFEST_FILE).is_file():
             tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + "."))
             try:
-                from editkit.progress import step
+                from pitfalls_editkit.progress import step
 
                 with step(f"generating the geography dataset into {folder} (once)"):
                     generate_dataset(tmp, Source(), GenerationSettings())
@@ -138,9 +138,9 @@ def default_dataset_dir(cache_dir: Path | None = None) -> Path:
 def _model_filter(args: argparse.Namespace):
     import torch
 
-    from editkit.models import load_model, resolve_device
-    from editkit.scoring import Scorer
-    from generator.known import filter_known
+    from pitfalls_editkit.models import load_model, resolve_device
+    from pitfalls_editkit.scoring import Scorer
+    from pitfalls_generator.known import filter_known
 
     loaded = load_model(args.filter_model, resolve_device(args.device), args.dtype, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     scorer = Scorer(loaded.model, loaded.tokenizer)
@@ -153,9 +153,9 @@ def _model_filter(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pitfalls_generator", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created; files in it are replaced)")
-    parser.add_argument("--triples", help="a user's graph: JSON lines or TSV (see generator/graph.py)")
+    parser.add_argument("--triples", help="a user's graph: JSON lines or TSV (see pitfalls_generator/graph.py)")
     parser.add_argument("--relations", help="relations file: prompts and 10 paraphrases per relation")
     parser.add_argument("--rules", help="rules file: coverage, reverse, composite and round rules")
     parser.add_argument("--from-published", metavar="DIR", help="take facts, prompts and rules from published-format files")

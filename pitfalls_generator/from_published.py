@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.datasets import DatasetError, load_dataset
-from benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS
-from editkit.facts import Entity, Relation
-from generator.graph import KnowledgeGraph
-from generator.schema import RelationSpec, Rules, parse_rules
+from pitfalls_benchmark.datasets import DatasetError, load_dataset
+from pitfalls_benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS
+from pitfalls_editkit.facts import Entity, Relation
+from pitfalls_generator.graph import KnowledgeGraph
+from pitfalls_generator.schema import RelationSpec, Rules, parse_rules
 
 
 def read_published(root: str | Path) -> tuple[KnowledgeGraph, dict[str, RelationSpec], Rules]:

@@ -30,18 +30,18 @@ An editor whose updates are low-rank may also offer
 together, each case's edited model a per-row hook on the original weights,
 and ``prepare`` is not called (it is called only when running together fails).
 
-Inputs. ``edits`` is a list of :class:`editkit.facts.Edit`: ``subject``,
+Inputs. ``edits`` is a list of :class:`pitfalls_editkit.facts.Edit`: ``subject``,
 ``object`` (the fact's current object), ``new_object`` (``Entity(id, label)``)
 and ``relation`` (``Relation(id, prompt, query, label)``, where ``prompt`` is
 the rewrite prompt with one ``{}`` for the subject; ``Edit.prompt`` is it
-filled in; use :func:`editkit.facts.fill`, never ``str.format``). One edit
+filled in; use :func:`pitfalls_editkit.facts.fill`, never ``str.format``). One edit
 unless the editor sets ``supports_batch = True``; then the harness may pass
 several that must be applied as one joint update (``--mle`` needs it).
 
 May and may not. ``apply`` may change the values of its declared parameters,
 in place. It must not change buffers, the config, module structure,
 ``requires_grad`` flags (set them back in a ``finally`` if you train), the
-train/eval mode, or leave hooks behind (use ``editkit.nethook.Trace`` or
+train/eval mode, or leave hooks behind (use ``pitfalls_editkit.nethook.Trace`` or
 remove your handles in a ``finally``). It must not undo its own edit: the
 harness does. It may cache what depends only on the model (statistics,
 templates) on ``self`` or under ``settings.cache_dir``, keyed by
@@ -70,12 +70,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from editkit.facts import Edit
-from editkit.hparams import HyperParamsError, check_templates, editor_hparams, find_hparams_file
+from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.hparams import HyperParamsError, check_templates, editor_hparams, find_hparams_file
 
 if TYPE_CHECKING:
-    from editkit.low_rank import LowRankUpdate
-    from editkit.models import LoadedModel
+    from pitfalls_editkit.low_rank import LowRankUpdate
+    from pitfalls_editkit.models import LoadedModel
 
 ALL_PARAMETERS = "all"  # what an editor that cannot say which parameters it changes declares
 
@@ -162,12 +162,12 @@ class Editor(abc.ABC):
 
         Group ``i`` is what one :meth:`apply` call would get, on the model as it
         is now plus ``bases[i]`` (the earlier edits of that group's case, as
-        factors; None: none). Return one :class:`editkit.low_rank.LowRankUpdate`
+        factors; None: none). Return one :class:`pitfalls_editkit.low_rank.LowRankUpdate`
         per group: for each changed module ``M``, ``(left, right)`` such that
         ``apply`` would add ``left @ right.T`` (laid out ``(out, in)``) to
         ``M.weight``; every other parameter unchanged. Compute the groups
         together where you can (one batched optimisation for all of them);
-        with :meth:`editkit.low_rank.RowUpdates` a batch row sees its own base.
+        with :meth:`pitfalls_editkit.low_rank.RowUpdates` a batch row sees its own base.
 
         An editor that offers this lets ``--case-batch K`` run K cases
         together, the edits that depend on each case's own edited model and the

@@ -9,9 +9,9 @@ harness's executors carry it out, one case on the model
 (``harness.executors.lockstep``) or on a chain of accumulating edits
 (``harness.executors.chained``).
 
-``PLANS`` has one :class:`SplitPlan` per split of ``benchmark.splits.SPLITS``.
+``PLANS`` has one :class:`SplitPlan` per split of ``pitfalls_benchmark.splits.SPLITS``.
 A new split is added here and there alone: its case type in
-``benchmark.datasets``, its row in ``SPLITS`` (metrics, pitfall rule and
+``pitfalls_benchmark.datasets``, its row in ``SPLITS`` (metrics, pitfall rule and
 message), its plan in ``PLANS``.
 """
 
@@ -21,10 +21,10 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from benchmark import metrics as M
-from benchmark.datasets import Case, ConflictCase, RoundCase
-from benchmark.splits import SPLITS
-from editkit.facts import Edit, Fact, Relation
+from pitfalls_benchmark import metrics as M
+from pitfalls_benchmark.datasets import Case, ConflictCase, RoundCase
+from pitfalls_benchmark.splits import SPLITS
+from pitfalls_editkit.facts import Edit, Fact, Relation
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from editkit.cache import locked
-from editkit.presets import GGUF_PRESETS, ModelLoadError, conversion_stamp, package_dir
+from pitfalls_editkit.cache import locked
+from pitfalls_editkit.presets import GGUF_PRESETS, ModelLoadError, conversion_stamp, package_dir
 
 TINY_SEED = 1234
 # Larger than the usual 0.02 so a random model has peaked outputs that an edit can move.

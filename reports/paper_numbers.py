@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.published import PAPER_MODELS
-from benchmark.splits import NOT_IN_PAPER, SPLITS
+from pitfalls_benchmark.paper_runs import PAPER_MODELS
+from pitfalls_benchmark.splits import NOT_IN_PAPER, SPLITS
 
 
 def _paper_columns(benchmark: str) -> tuple[str, ...]:

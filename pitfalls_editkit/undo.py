@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from editkit.contract import declared_names
-from editkit.fingerprints import named_tensors
+from pitfalls_editkit.contract import declared_names
+from pitfalls_editkit.fingerprints import named_tensors
 
 
 class WeightJournal:

@@ -1,6 +1,6 @@
 """Conflict pre-check: does a batch of edit requests clash under the rules, before anything is edited?
 
-    python -m generator.precheck EDITS --rules RULES [--facts TRIPLES] [--json OUT]
+    python -m pitfalls_generator.precheck EDITS --rules RULES [--facts TRIPLES] [--json OUT]
 
 ``EDITS`` is a JSON-lines file of edit requests in the published edit format
 (``{"subject": {id, label}, "relation": {id, prompt}, "object": {...}, "new_object": {...}}``),
@@ -36,10 +36,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmark.datasets import ConflictCase, DatasetError, RoundCase, parse_edit
-from editkit.facts import Edit, Fact, Relation
-from generator.graph import read_triples_file
-from generator.schema import Rules, parse_rules
+from pitfalls_benchmark.datasets import ConflictCase, DatasetError, RoundCase, parse_edit
+from pitfalls_editkit.facts import Edit, Fact, Relation
+from pitfalls_generator.graph import read_triples_file
+from pitfalls_generator.schema import Rules, parse_rules
 
 Key = tuple[str, str]  # (subject id, relation id)
 
@@ -140,7 +140,7 @@ def _stale(edits: Sequence[Edit], rules: Rules, facts: list[Fact], sets: dict[Ke
 
 def read_rules(path: Path) -> Rules:
     if path.is_dir():
-        from generator.published import read_published
+        from pitfalls_generator.from_published import read_published
 
         return read_published(path)[2]
     try:
@@ -164,8 +164,8 @@ def read_batches(path: Path) -> list[tuple[str, list[Edit], list[Fact]]]:
         raise DatasetError(f"{path}: not UTF-8 text ({exc.reason})") from None
     stripped = text.lstrip()
     if stripped.startswith("["):
-        from benchmark.datasets import parse_conflict_file, parse_round_file
-        from benchmark.splits import SPLITS
+        from pitfalls_benchmark.datasets import parse_conflict_file, parse_round_file
+        from pitfalls_benchmark.splits import SPLITS
 
         split = next((name for name, s in SPLITS.items() if s.file == path.name), None)
         if split is None:
@@ -222,7 +222,7 @@ def format_table(findings: list[Finding], batches: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m generator.precheck", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pitfalls_generator.precheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("edits", help="JSON lines of edit requests, or a published case file")
     parser.add_argument("--rules", required=True, help="rules file, or a folder of published-format files")
     parser.add_argument("--facts", help="the graph's triples (JSON lines or TSV, as the generator reads)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from editkit.nethook import get_module
+from pitfalls_editkit.nethook import get_module
 
 
 def weight_update(module: torch.nn.Module, update_out_in: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,11 @@ from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
 
-from editkit.facts import Entity
-from generator.graph import KnowledgeGraph, graph_from_facts
+from pitfalls_editkit.facts import Entity
+from pitfalls_generator.graph import KnowledgeGraph, graph_from_facts
 
-RELATIONS_FILE = files("generator") / "data" / "geography.relations.json"
-RULES_FILE = files("generator") / "data" / "geography.rules.json"
+RELATIONS_FILE = files("pitfalls_generator") / "data" / "geography.relations.json"
+RULES_FILE = files("pitfalls_generator") / "data" / "geography.rules.json"
 CITIES_PER_COUNTRY = 3  # the most populous cities of each country, plus its capital
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER, SPLITS
-from editkit.facts import Edit, Entity, Fact, Relation, TemplateError, check_template, fill
+from pitfalls_benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER, SPLITS
+from pitfalls_editkit.facts import Edit, Entity, Fact, Relation, TemplateError, check_template, fill
 
 MAX_LABEL_CHARS = 500  # the longest published label has 191 characters
 

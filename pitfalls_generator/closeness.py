@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from generator.graph import KnowledgeGraph
+from pitfalls_generator.graph import KnowledgeGraph
 
 UNREACHABLE = 10**6
 SUMMARY = ("intermediate object of a round case: hard = a candidate at the fewest hops from the nearest true object, "

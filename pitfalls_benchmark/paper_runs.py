@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from benchmark.splits import SPLITS
+from pitfalls_benchmark.splits import SPLITS
 
 # Checkpoint names (the last path part, lower case) of the paper's models -> the name of their published data folder.
 PAPER_MODELS = {"gpt2-xl": "GPT2-XL", "gpt-j-6b": "GPT-J"}

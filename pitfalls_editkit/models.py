@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from editkit import tiny_models
-from editkit.cache import locked
-from editkit.messages import first_line
-from editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, conversion_stamp, looks_like_path, package_dir
-from editkit.progress import step
+from pitfalls_editkit import tiny_models
+from pitfalls_editkit.cache import locked
+from pitfalls_editkit.messages import first_line
+from pitfalls_editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, conversion_stamp, looks_like_path, package_dir
+from pitfalls_editkit.progress import step
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -124,7 +124,7 @@ def _hub_key(name: str) -> str:
 
 def load_model(name: str, device: torch.device, dtype: str = "float32", cache_dir: Path | None = None) -> LoadedModel:
     """Load ``--model`` onto ``device`` in eval mode, or raise one clear :class:`ModelLoadError`."""
-    from editkit.cache import default_cache_dir
+    from pitfalls_editkit.cache import default_cache_dir
 
     cache_dir = cache_dir or default_cache_dir()
     if dtype not in DTYPES:

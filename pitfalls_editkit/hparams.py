@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from editkit.facts import TemplateError, fill
+from pitfalls_editkit.facts import TemplateError, fill
 
 if TYPE_CHECKING:
     import torch

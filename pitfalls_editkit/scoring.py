@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from editkit.low_rank import LowRankUpdate, RowUpdates
+from pitfalls_editkit.low_rank import LowRankUpdate, RowUpdates
 
 
 def transformer_body(model: PreTrainedModel) -> torch.nn.Module:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from editkit.facts import fill
-from editkit.scoring import Scorer
+from pitfalls_editkit.facts import fill
+from pitfalls_editkit.scoring import Scorer
 
 
 @dataclass
