@@ -39,3 +39,19 @@ def tiny_loader(cache_dir: Path):
         return load_model(name, torch.device("cpu"), cache_dir=cache_dir)
 
     return load
+
+
+# The quick loop (-m "not slow") runs each architecture-parametrized test on these two (GPT-2's Conv1D layout and a
+# Llama-style model); the full loop runs it on every tiny model.
+QUICK_ARCHITECTURES = ("tiny-gpt2", "tiny-llama")
+OTHER_ARCHITECTURES = ("tiny-gptj", "tiny-gemma3")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Other architectures' parametrizations are ``slow``; the longest tests (``slow``) first, so that under ``-n 2``
+    they start at once and overlap the rest."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(value in OTHER_ARCHITECTURES for value in params.values() if isinstance(value, str)):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,8 +20,7 @@ from pitfalls_benchmark.datasets import load_dataset
 from pitfalls_editkit.contract import EditorSettings
 from pitfalls_editkit.fingerprints import parameter_digest
 from pitfalls_editkit.models import reload_weights
-
-from .test_plugin import records, run_pytest
+from tests.helpers import records, run_inprocess, run_pytest, run_subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "example_editor"
@@ -81,15 +79,14 @@ def test_checker_catches_a_broken_editor(tiny_loader, cache_dir, spec, expected)
     assert parameter_digest(loaded.model) == original
 
 
+@pytest.mark.slow
 def test_checker_command_exit_status(cache_dir):
-    env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir)}
-    command = [sys.executable, "-m", "harness.check_editor", "--model", "tiny-llama"]
-    good = subprocess.run([*command, "editors.rome:ROME"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert good.returncode == 0 and "every check passed" in good.stdout, good.stdout + good.stderr
-    bad = subprocess.run([*command, "tests.broken_editors:UndeclaredChange"], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert bad.returncode == 1 and "FAIL" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
-    unknown = subprocess.run([*command, "nosuch"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    check = lambda spec: run_inprocess("check", ["--model", "tiny-llama", spec], cache_dir)
+    good = check("editors.rome:ROME")
+    assert good.returncode == 0 and "every check passed" in good.stdout, good.output
+    bad = check("tests.broken_editors:UndeclaredChange")
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "Traceback" not in bad.output
+    unknown = run_subprocess("check", ["--model", "tiny-llama", "nosuch"], cache_dir)  # as a user's shell sees it
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: --editor 'nosuch': unknown editor")
 
 
@@ -112,6 +109,7 @@ def test_after_a_failed_edit_the_next_case_runs_on_the_original_weights(tiny_loa
     assert parameter_digest(loaded.model) == original
 
 
+@pytest.mark.slow
 def test_the_suites_record_an_editor_failure_on_its_case_and_go_on(published, cache_dir, tmp_path):
     proc = run_pytest(["suites/", "--model", "tiny-llama", "--editor", "tests.broken_editors:UndeclaredChange",
                        "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2", "-m", "easy",
@@ -123,6 +121,7 @@ def test_the_suites_record_an_editor_failure_on_its_case_and_go_on(published, ca
     assert "easy: 0 cases scored, every case an error" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_plugin_editor_runs_by_entry_point_and_by_class_beside_rome(example_installed, published, cache_dir, tmp_path):
     common = ["suites/", "--model", "tiny-llama", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-m", "easy",
               "--record-only", "--results-dir", str(tmp_path), "--stats-tokens", "5000"]
@@ -158,6 +157,7 @@ def test_a_users_own_test_file_runs_a_hand_written_case(cache_dir, tmp_path):
     assert "Easy Succ" in proc.stdout
 
 
+@pytest.mark.slow
 def test_an_editor_that_changes_the_model_while_built_is_refused(published, cache_dir, tmp_path):
     proc = run_pytest(["suites/", "--model", "tiny-llama", "--editor", "tests.broken_editors:ChangesWhileBuilt",
                        "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-m", "easy",

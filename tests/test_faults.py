@@ -17,6 +17,8 @@ from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # whole runs of the suites, several per test: the full loop, not the quick one
+
 
 def suite_command(published: Path, results: Path, run_name: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--model", "tiny-llama",

@@ -32,6 +32,7 @@ def tiny_hparams(loaded) -> MENDHyperParams:
     return load_hparams(MENDHyperParams, find_hparams_file("mend", [HPARAMS_DIR], [loaded.hparams_key]))
 
 
+@pytest.mark.slow
 def test_training_lowers_the_validation_edit_loss_and_beats_the_untrained_editor(tiny_loader, geography, tmp_path):
     loaded = tiny_loader("tiny-gpt2")
     hp = dataclasses.replace(tiny_hparams(loaded), train_steps=40, val_every=20)
@@ -49,6 +50,7 @@ def test_training_lowers_the_validation_edit_loss_and_beats_the_untrained_editor
     assert saved["best"]["edit_success"] == max(row["edit_success"] for row in result["history"][1:])
 
 
+@pytest.mark.slow
 def test_training_resumes_from_its_checkpoint(tiny_loader, geography, tmp_path):
     loaded = tiny_loader("tiny-gpt2")
     hp = dataclasses.replace(tiny_hparams(loaded), val_every=10)
@@ -73,6 +75,7 @@ def test_batch_edit_changes_only_the_edited_weights_and_undoes_exactly(tiny_load
     assert parameter_digest(loaded.model) == digest
 
 
+@pytest.mark.slow
 def test_suites_run_mend_with_mle(cache_dir, tmp_path):
     proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--editor", "mend", "--mle", "-m", "round", "--limit", "1",
                        "--results-dir", str(tmp_path), "--run-name", "mend", "--record-only"], cache_dir)
@@ -97,6 +100,7 @@ def test_a_network_trained_for_other_layers_is_refused_and_the_cache_is_keyed_by
         load_network(path, loaded, other)
 
 
+@pytest.mark.slow
 def test_training_on_first_use_gives_the_same_network_whatever_ran_before(tiny_loader, cache_dir, geography, tmp_path):
     """The network's initial weights are drawn under the run's seed, not from whatever torch's generator holds."""
     from editors.mend.train import train_on_first_use

@@ -68,6 +68,7 @@ def _compute_once(args: tuple[str, str]) -> int:
     return cached_json(Path(path), compute)["value"]
 
 
+@pytest.mark.slow
 def test_cache_is_computed_once_by_concurrent_workers(tmp_path: Path):
     counter = tmp_path / "counter"
     with multiprocessing.get_context("spawn").Pool(4) as pool:

@@ -116,6 +116,7 @@ def test_mle_works_with_every_batch_editor(tiny_loader, cache_dir, published, ed
     assert parameter_digest(loaded.model) == digest
 
 
+@pytest.mark.slow
 def test_the_new_editors_run_in_the_suites_and_the_report(published, cache_dir, tmp_path):
     """``pytest suites/ --editor alphaedit / r-rome / emmet`` run, and the combined report lists them in the editors' order."""
     for editor_name in ("alphaedit", "r-rome", "emmet"):

@@ -84,6 +84,7 @@ def test_k_and_m_select_cases(published: Path, cache_dir: Path):
     assert [ln for ln in by_rule.splitlines() if "::" in ln] and all("P800-P170" in ln for ln in by_rule.splitlines() if "::" in ln)
 
 
+@pytest.mark.slow
 def test_without_dataset_dir_the_generated_geography_dataset_runs(cache_dir: Path, tmp_path: Path):
     proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--limit", "1", "--results-dir", str(tmp_path), "--run-name", "geo",
                        "--stats-tokens", "5000", "--record-only", "-n", "2"], cache_dir)
@@ -97,6 +98,7 @@ def test_without_dataset_dir_the_generated_geography_dataset_runs(cache_dir: Pat
     assert any(r["case_id"].startswith("easy-0000-P47-") or r["case_id"].startswith("easy-0000-P37-") for r in done)
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_numbers(tiny_run, published: Path, cache_dir: Path, tmp_path: Path):
     _, run_dir = tiny_run
     proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
@@ -130,6 +132,7 @@ def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path,
     assert "Traceback" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_finished_cases(published: Path, cache_dir: Path, tmp_path: Path):
     env = {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir)}
     cmd = [sys.executable, "-m", "pytest", "suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"),

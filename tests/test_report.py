@@ -105,6 +105,7 @@ def test_interrupted_run_renders_with_a_torn_last_line(runs, tmp_path):
     assert "is incomplete (no summary.json" in html and "2 of 5 cases finished" in html
 
 
+@pytest.mark.slow
 def test_compare_runs_each_editor_then_renders_one_report(cache_dir, tmp_path):
     import os
 

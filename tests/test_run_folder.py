@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO, Ran, run_pytest, suite_args
 from tests.helpers import records as lines
 
 FT_HPARAMS = REPO / "editors" / "hparams" / "ft" / "tiny-llama.json"
+
+pytestmark = pytest.mark.slow  # whole runs of the suites, several per test: the full loop, not the quick one
 
 
 def suite_command(published: Path, results: Path, run_name: str, *extra: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from editors import make_editor
@@ -81,6 +82,7 @@ def per_chain(lines: list[dict]) -> dict[str, list[tuple]]:
     return {chain: sorted(rows) for chain, rows in chains.items()}
 
 
+@pytest.mark.slow
 def test_sequential_runs_are_deterministic_with_and_without_workers(published, cache_dir, tmp_path):
     one = run_sequential(published, cache_dir, tmp_path, "one", 0)
     again = run_sequential(published, cache_dir, tmp_path, "again", 0)
@@ -96,6 +98,7 @@ def test_sequential_runs_are_deterministic_with_and_without_workers(published, c
     assert config["sequential"] == 0 and any("sequential" in d for d in config["paper_setting_differs"])
 
 
+@pytest.mark.slow
 def test_chains_are_dealt_from_the_selected_cases(published, cache_dir, tmp_path):
     """-k / -m select first, then the cases are dealt into chains: two workers get two chains of equal length."""
     proc = run_pytest(["suites/", "--editor", "tests.broken_editors:Fine", "--model", "tiny-llama", "--dataset-dir",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.plugin.collection import shard_of
 from tests.helpers import Ran, run_inprocess, run_pytest, suite_args
 
@@ -16,6 +18,7 @@ def test_a_case_belongs_to_one_shard_whatever_the_order():
     assert set(shards) == {1, 2, 3} and min(shards.count(k) for k in (1, 2, 3)) > 60
 
 
+@pytest.mark.slow
 def test_three_shards_merged_give_the_unsplit_summary(published: Path, cache_dir: Path, tmp_path: Path):
     base = suite_args(published, tmp_path, "--limit", "2", "--record-only")
 

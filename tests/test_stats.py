@@ -129,6 +129,7 @@ def test_hf_corpus_errors_are_one_line(tmp_path):
     assert "save_to_disk" in line and "--stats-dir" in line and "\n" not in line
 
 
+@pytest.mark.slow
 def test_a_run_with_stats_dir_uses_the_reference_files(published, cache_dir, tmp_path):
     """--stats-dir alone means the reference's statistics: read from the files, nothing computed into the cache."""
     stats = tmp_path / "stats"

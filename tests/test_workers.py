@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import execnet
+import pytest
 
 from harness.plugin import HOST_INDEX, HOST_WORKERS, pytest_configure_node, pytest_xdist_auto_num_workers
 from tests.test_plugin import records, run_pytest
@@ -30,6 +31,7 @@ def test_n_auto_is_one_worker_per_two_cores_on_a_cpu_machine(monkeypatch):
     assert pytest_xdist_auto_num_workers(SimpleNamespace()) == max(1, (os.cpu_count() or 1) // 2)
 
 
+@pytest.mark.slow
 def test_gateway_workers_send_their_results_to_one_run_folder(published, cache_dir, tmp_path):
     """xdist's own gateways (--tx; popen here, ssh=host on a cluster) report to the one controlling process."""
     proc = run_pytest(["suites/", "--editor", "ft", "--model", "tiny-llama", "--dataset-dir", str(published / "GPT2-XL"),
@@ -43,6 +45,7 @@ def test_gateway_workers_send_their_results_to_one_run_folder(published, cache_d
     assert [p.name for p in Path(tmp_path).iterdir()] == ["tx"]
 
 
+@pytest.mark.slow
 def test_the_unedited_models_scores_are_computed_once_for_every_editor(published, cache_dir, tmp_path):
     """A second editor's run on the same model reads M0 from the cache: nothing is added, the numbers are the same."""
     fresh_cache = tmp_path / "cache"
@@ -60,6 +63,7 @@ def test_the_unedited_models_scores_are_computed_once_for_every_editor(published
     assert m0("ft") == m0("r-rome")
 
 
+@pytest.mark.slow
 def test_one_time_work_says_what_it_does_once(cache_dir, tmp_path):
     """A first run on an empty cache names each one-time step and its time; under -n 2 the controller says it once."""
     common = ["suites/", "--editor", "rome", "--model", "tiny-llama", "--limit", "1", "-k", "easy", "--record-only",

@@ -22,7 +22,7 @@ PRECHECK_ARGUMENT = "precheck_case"  # every case, for the conflict pre-check (s
 MARKERS = {
     **{name: bench.marker_text for name, bench in BENCHMARKS.items()},
     **{name: split.description for name, split in SPLITS.items()},
-    "slow": "end-to-end runs on a real pretrained model (minutes on CPU)",
+    "slow": "the full loop only: the default model end to end, and tests that make several whole runs (-m \"not slow\" skips them)",
     "pitfalls_case": "set by the plugin: the identity of the case an item runs",
     "pitfalls_chain": "set by the plugin in sequential mode: the chain an item's case joins",
     "pitfalls_batch": "set by the plugin with --case-batch: the group of cases whose first edits are worked out together",
