@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 PUBLISHED = Path(os.environ.get("PITFALLS_DATA", REPO.parent / "shared" / "pitfalls-data"))
 
 

@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # The tools a user runs, by the spelling the docs give them (python -m ...), and where their main() is.
@@ -117,6 +118,20 @@ def run_pytest(args: Sequence[str], cache_dir: Path, timeout: int = 600, cwd: Pa
     if subprocess_ or pythonpath:
         return run_subprocess("pytest", args, cache_dir, timeout=timeout, cwd=cwd, pythonpath=pythonpath)
     return run_inprocess("pytest", args, cache_dir, cwd=cwd)
+
+
+def quick_settings(cache_dir: Path) -> Any:
+    """Editor settings for tiny models: statistics from 5,000 tokens."""
+    from pitfalls_editkit.contract import EditorSettings
+
+    return EditorSettings(cache_dir=cache_dir, stats_tokens=5000)
+
+
+def first_easy_edits(published: Path, n: int) -> list:
+    """The edits of the first ``n`` RoundEdit easy cases of the published GPT2-XL data."""
+    from pitfalls_benchmark.datasets import load_dataset
+
+    return [case.edit for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=n).cases["easy"]]
 
 
 def records(path: Path) -> list[dict]:

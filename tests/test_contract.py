@@ -17,18 +17,13 @@ from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
 from harness.guard import EditFailure, ModelGuard
 from pitfalls_benchmark.datasets import load_dataset
-from pitfalls_editkit.contract import EditorSettings
 from pitfalls_editkit.fingerprints import parameter_digest
 from pitfalls_editkit.models import reload_weights
-from tests.helpers import records, run_inprocess, run_pytest, run_subprocess
+from tests.helpers import REPO, records, run_inprocess, run_pytest, run_subprocess
+from tests.helpers import quick_settings as settings
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "example_editor"
 EXAMPLE_CLASS = "pitfalls_example_editor.editing:OneLayerFT"
-
-
-def settings(cache_dir: Path) -> EditorSettings:
-    return EditorSettings(cache_dir=cache_dir, stats_tokens=5000)
 
 
 @pytest.fixture(scope="module")

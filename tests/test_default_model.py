@@ -15,8 +15,7 @@ from pitfalls_editkit.models import load_model
 from pitfalls_editkit.presets import DEFAULT_MODEL
 from pitfalls_editkit.scoring import Scorer
 from pitfalls_editkit.undo import editing
-
-from .test_plugin import records, run_pytest
+from tests.helpers import records, run_pytest
 
 pytestmark = pytest.mark.slow
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,12 +14,9 @@ from pitfalls_editkit.contract import EditorSettings
 from pitfalls_editkit.fingerprints import parameter_digest
 from pitfalls_editkit.scoring import Scorer
 from pitfalls_editkit.undo import editing
+from tests.helpers import first_easy_edits
 
 TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
-
-
-def first_easy_edits(published: Path, n: int):
-    return [case.edit for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=n).cases["easy"]]
 
 
 def test_every_editor_says_whether_it_can_edit_a_batch():

@@ -15,30 +15,16 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, env_for, suite_args
+from tests.helpers import records as lines
 
 pytestmark = pytest.mark.slow  # whole runs of the suites, several per test: the full loop, not the quick one
 
 
 def suite_command(published: Path, results: Path, run_name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--model", "tiny-llama",
-            "--dataset-dir", str(published / "GPT2-XL"), "--results-dir", str(results), "--run-name", run_name,
-            "--record-only", *extra]
-
-
-def env_for(cache_dir: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "PITFALLS_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1", **extra}
-
-
-def lines(path: Path) -> list[dict]:
-    """The complete JSON lines of a results file (a torn last line is not a record)."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
+    """The suites in a new process (these tests signal or kill it), on tiny-llama, recording without failing."""
+    return [sys.executable, "-m", "pytest", *suite_args(published, results, "--record-only", *extra, model="tiny-llama",
+                                                        run_name=run_name)]
 
 
 def wait_for(condition, seconds: float = 300) -> None:

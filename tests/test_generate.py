@@ -18,8 +18,8 @@ from pitfalls_generator.cli import MANIFEST_FILE, Source, generate_dataset, writ
 from pitfalls_generator.closeness import closeness_distances
 from pitfalls_generator.graph import KnowledgeGraph, read_triples_file
 from pitfalls_generator.schema import RelationSpec, load_relations, parse_rules
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RELATION_IDS = ("R1", "R2", "R3", "R4")
 RULES = parse_rules({"coverage": ["R1", "R2"], "reverse": ["R1>R2", "R3>R3"], "composite": ["R1&R2>R3"], "round": ["R3", "R4"]}, "test")
 RELATIONS = {

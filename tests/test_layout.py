@@ -12,7 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 FLOORS = ["pitfalls_editkit", "pitfalls_benchmark", "pitfalls_generator", "editors", "harness", "reports"]
 
 

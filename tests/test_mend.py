@@ -19,8 +19,7 @@ from pitfalls_editkit.fingerprints import parameter_digest
 from pitfalls_editkit.hparams import find_hparams_file, load_hparams
 from pitfalls_editkit.undo import editing
 from pitfalls_generator.cli import default_dataset_dir
-
-from .test_plugin import records, run_pytest
+from tests.helpers import records, run_pytest
 
 
 @pytest.fixture(scope="module")

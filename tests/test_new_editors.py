@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,20 +13,12 @@ from editors.representations import subject_io
 from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
 from pitfalls_benchmark.datasets import load_dataset
-from pitfalls_editkit.contract import EditorSettings
 from pitfalls_editkit.facts import fill
 from pitfalls_editkit.fingerprints import parameter_digest
 from pitfalls_editkit.hparams import module_name
 from pitfalls_editkit.undo import editing
-from tests.test_plugin import records, run_pytest
-
-
-def settings(cache_dir: Path) -> EditorSettings:
-    return EditorSettings(cache_dir=cache_dir, stats_tokens=5000)
-
-
-def first_easy_edits(published: Path, n: int):
-    return [case.edit for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=n).cases["easy"]]
+from tests.helpers import first_easy_edits, records, run_pytest
+from tests.helpers import quick_settings as settings
 
 
 def test_r_rome_writes_the_target_for_the_template_averaged_key(tiny_loader, cache_dir, published, monkeypatch):

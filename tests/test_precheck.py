@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from pitfalls_benchmark.splits import SPLITS
 from pitfalls_editkit.facts import Edit, Entity, Fact, Relation
 from pitfalls_generator.precheck import case_batch, find_conflicts, read_rules
 from pitfalls_generator.schema import parse_rules
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CAPITAL = Relation("P36", "The capital of {} is", "", "capital")
 CAPITAL_OF = Relation("P1376", "{} is the capital of", "", "capital of")
 FRANCE, PARIS, LYON, NICE = (Entity(i, label) for i, label in (("Q142", "France"), ("Q90", "Paris"), ("Q456", "Lyon"), ("Q33959", "Nice")))

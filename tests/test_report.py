@@ -16,8 +16,8 @@ from harness.records import CaseRecord, summarize, write_summary
 from reports.charts import Series, bar_chart
 from reports.render import render_report
 from reports.runs import SELECTION_FILE, RunFolderError, load_run
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NASTY = '<script>alert("x")</script> {{ braces }} "quotes" & Zürich 東京'
 

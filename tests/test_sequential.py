@@ -17,7 +17,7 @@ from pitfalls_benchmark.datasets import load_dataset
 from pitfalls_editkit.contract import EditorSettings
 from pitfalls_editkit.fingerprints import parameter_digest
 from tests.broken_editors import DECLARED
-from tests.test_plugin import records, run_pytest
+from tests.helpers import records, run_pytest
 
 
 def chain_runner(editor, dataset, cases=(), restart_every=None) -> tuple[Workbench, ChainRun]:

@@ -20,7 +20,8 @@ def test_a_case_belongs_to_one_shard_whatever_the_order():
 
 @pytest.mark.slow
 def test_three_shards_merged_give_the_unsplit_summary(published: Path, cache_dir: Path, tmp_path: Path):
-    base = suite_args(published, tmp_path, "--limit", "2", "--record-only")
+    # The mechanics of shards, merge and resume, with an editor that costs nothing (tests.broken_editors:Fine).
+    base = suite_args(published, tmp_path, "--limit", "2", "--record-only", "--editor", "tests.broken_editors:Fine", model="tiny-llama")
 
     def run(*extra: str) -> None:
         proc = run_pytest([*base, *extra], cache_dir)

@@ -22,7 +22,7 @@ from editors.second_moment import (
     token_samples,
 )
 from pitfalls_editkit.contract import EditorSettings
-from tests.test_plugin import records, run_pytest
+from tests.helpers import records, run_pytest
 
 MODULE = "model.layers.0.mlp.down_proj"  # tiny-llama's ROME layer
 

@@ -10,7 +10,7 @@ import execnet
 import pytest
 
 from harness.plugin import HOST_INDEX, HOST_WORKERS, pytest_configure_node, pytest_xdist_auto_num_workers
-from tests.test_plugin import records, run_pytest
+from tests.helpers import records, run_pytest
 
 
 def test_each_worker_learns_its_index_on_its_own_machine():
