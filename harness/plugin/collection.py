@@ -145,6 +145,7 @@ def _into_chains(config: pytest.Config, items: list[pytest.Item]) -> None:
         chain = f"chain-{position % count + 1}-of-{count}"
         item.add_marker(pytest.mark.pitfalls_chain(chain))
         item.add_marker(pytest.mark.xdist_group(chain))
+        _group(config, chain, item)
     items[:] = cases + others
 
 
@@ -156,6 +157,18 @@ def _into_batches(config: pytest.Config, items: list[pytest.Item], size: int) ->
         batch = f"batch-{position // size + 1}"
         item.add_marker(pytest.mark.pitfalls_batch(batch))
         item.add_marker(pytest.mark.xdist_group(batch))
+        _group(config, batch, item)
+
+
+def _group(config: pytest.Config, group: str, item: pytest.Item) -> None:
+    """Keep the case of ``item`` in its chain's or batch's list, which the fixtures start the group with."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    config.stash[STATE].groups.setdefault(group, []).extend(params[arg] for arg in CASE_ARGUMENTS if arg in params)
+
+
+def group_cases(config: pytest.Config, group: str) -> list[Case]:
+    """The cases of a chain or batch, in the order they were dealt (the same in every worker)."""
+    return list(config.stash[STATE].groups.get(group, []))
 
 
 def batch_of(item: pytest.Item) -> str | None:

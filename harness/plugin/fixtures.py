@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,27 +153,15 @@ def worker_progress():
         warnings.warn(f"sequential mode: {problem}", stacklevel=1)
 
 
-def _cases_of(session: pytest.Session, belongs: Callable[[pytest.Item], bool]) -> list:
-    """The benchmark cases of the session's items that ``belongs`` picks (a chain, a batch), in collection order."""
-    from harness.plugin.collection import CASE_ARGUMENTS
-
-    cases = []
-    for item in session.items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if belongs(item):
-            cases += [params[arg] for arg in CASE_ARGUMENTS if arg in params]
-    return cases
-
-
 def _chain_for(request: pytest.FixtureRequest, progress: WorkerProgress, bench, run_options: RunOptions):
     """Sequential mode: the chain this item's case joins (the model restored when a new chain starts)."""
     from harness.executors.chained import end_chain, start_chain
-    from harness.plugin.collection import chain_of
+    from harness.plugin.collection import chain_of, group_cases
 
     chain_id = chain_of(request.node) or "chain-1-of-1"
     if progress.chain is None or progress.chain.chain.chain_id != chain_id:
         end_chain(progress.chain)
-        progress.chain = start_chain(bench, chain_id, _cases_of(request.session, lambda item: chain_of(item) == chain_id),
+        progress.chain = start_chain(bench, chain_id, group_cases(request.config, chain_id),
                                      restart_every=run_options.sequential or None, retention_every=run_options.retention_every,
                                      retention_sample=run_options.retention_sample)
     return progress.chain
@@ -183,11 +170,11 @@ def _chain_for(request: pytest.FixtureRequest, progress: WorkerProgress, bench, 
 def _batch_for(request: pytest.FixtureRequest, progress: WorkerProgress, bench, batch: str):
     """``--case-batch``: the start of this item's batch, made on the first of its cases this worker meets."""
     from harness.executors.lockstep import BatchStart, start_batch
-    from harness.plugin.collection import batch_of
+    from harness.plugin.collection import group_cases
 
     if batch not in progress.batches:
         progress.batches[batch] = BatchStart()  # once, also when it fails: the batch's cases then run one at a time
-        progress.batches[batch] = start_batch(bench, _cases_of(request.session, lambda item: batch_of(item) == batch))
+        progress.batches[batch] = start_batch(bench, group_cases(request.config, batch))
     return progress.batches[batch]
 
 

@@ -7,7 +7,7 @@ and the dataset (``--dataset-dir``, or the generated default dataset).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -217,6 +217,7 @@ class PluginState:
     dataset: Dataset | None = None
     dataset_root: str | None = None  # --dataset-dir, or the generated default dataset's folder
     prior_run: dict | None = None  # the controller: {"run_dir", "config"} of the run folder this run continues
+    groups: dict[str, list] = field(default_factory=dict)  # chain or batch id -> its cases, in order (dealt at collection)
 
 
 STATE = pytest.StashKey[PluginState]()
