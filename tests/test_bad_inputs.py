@@ -10,6 +10,7 @@ folder, the generator, the report and the contract checker.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,8 @@ CATALOGUE: list[Bad] = [
         setup=write("tmp/afile", "x"), tiny_run=True),
     Bad("results-folder-full", ["--results-dir", "{tmp}/r", "--run-name", "full"], "cannot write results (No space left on device)",
         setup=lambda data, tmp: _full_run_folder(tmp / "r" / "full"), tiny_run=True),
+    Bad("results-file-is-a-pipe", ["--results-dir", "{tmp}/r", "--run-name", "pipe"], "cases.jsonl: is a pipe or socket, not a file",
+        setup=lambda data, tmp: _pipe_run_folder(tmp / "r" / "pipe"), tiny_run=True),
     Bad("run-folder-of-another-run", ["--results-dir", "{tmp}/r", "--run-name", "old"], "holds a run with editor='memit', this one has "
         "editor='rome'; choose another --run-name", setup=lambda data, tmp: _other_run(tmp / "r" / "old"), tiny_run=True),
     # ------------------------------------------------------------------ the generator
@@ -210,6 +213,12 @@ def _full_run_folder(run: Path) -> None:
     """A run folder whose cases.jsonl is /dev/full: every write fails with 'No space left on device'."""
     run.mkdir(parents=True)
     (run / "cases.jsonl").symlink_to("/dev/full")
+
+
+def _pipe_run_folder(run: Path) -> None:
+    """A run folder whose cases.jsonl is a named pipe: opening it for writing would wait for a reader forever."""
+    run.mkdir(parents=True)
+    os.mkfifo(run / "cases.jsonl")
 
 
 def _other_run(run: Path) -> None:

@@ -76,6 +76,25 @@ def test_sigint_to_the_controller_keeps_every_finished_case_and_renders_the_repo
     assert "is incomplete" in (tmp_path / "cut" / "report.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_sigterm_to_the_controller_is_a_ctrl_c_with_one_line_and_the_summary_and_report(published, cache_dir, tmp_path, workers):
+    """What a cluster scheduler sends at a time limit: the finished records stay, summary and report say incomplete."""
+    cmd = suite_command(published, tmp_path, "cut", "--editor", "tests.broken_editors:Fine", "-m", "round", "--limit", "300",
+                        "-n", workers)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env_for(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "cut" / "cases.jsonl"
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2, output[-2000:]  # pytest's "interrupted", as after Ctrl-C
+    assert "stopped by SIGTERM: the finished cases are in" in output and "--resume --run-name cut" in output, output[-2000:]
+    records = lines(log)
+    assert 3 <= len(records) < 600 and all(r["status"] == "ok" for r in records)
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert sum(info["n"] for info in summary["splits"].values()) == len(records)
+    assert "is incomplete" in (tmp_path / "cut" / "report.html").read_text(encoding="utf-8")
+
+
 def test_a_results_folder_that_fills_up_mid_run_is_one_line_and_keeps_what_was_written(published, cache_dir, tmp_path):
     limit = 12_000  # bytes any one file may grow to: run.json and a few case lines fit, then writes fail ("File too large")
     cmd = suite_command(published, tmp_path, "full", "--editor", "tests.broken_editors:Fine", "-m", "round", "--limit", "50")

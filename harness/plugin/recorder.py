@@ -14,6 +14,9 @@ stays on disk.
 from __future__ import annotations
 
 import json
+import signal
+import stat
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from harness.plugin.fixtures import PRIOR_RUN_INPUT
 from harness.plugin.options import STATE
 from harness.records import (
     CASES_FILE,
+    RUN_FILE,
     SELECTION_FILE,
     SUMMARY_FILE,
     CaseLog,
@@ -61,6 +65,8 @@ class ResultsRecorder:
         self.selection_written = False
         self.error: str | None = None  # the results folder fault, once
         self.refused = False  # a worker refused the run folder (it holds a run that used other values)
+        self.previous_sigterm: Any = None  # the SIGTERM handler before this run's (set once a run folder is written)
+        self.terminated = False  # SIGTERM stopped the run
         self.identities: dict[str, wire.CaseIdentity] = {}  # node id -> case, from the workers' hellos (crashed items)
         self.session: pytest.Session | None = None  # set when the session starts: a fault stops it
 
@@ -84,6 +90,11 @@ class ResultsRecorder:
                 self.lock = None
                 raise ResultsFolderError(f"{self.run_dir}: another pytest run is writing to this run folder; wait for it to "
                                          "finish or choose another --run-name") from None
+            for name in (CASES_FILE, RUN_FILE, SUMMARY_FILE, SELECTION_FILE):  # opening a pipe or socket would hang the run
+                mode = (self.run_dir / name).stat().st_mode if (self.run_dir / name).exists() else 0
+                if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                    raise ResultsFolderError(f"{self.run_dir / name}: is a pipe or socket, not a file; remove it or choose "
+                                             "another --run-name")
             before = read_run_config(self.run_dir)
             asked = before.get("requested")
             if (self.run_dir / CASES_FILE).is_file() and asked is not None and asked != self.requested():
@@ -94,10 +105,25 @@ class ResultsRecorder:
             if not before:
                 write_run_config(self.run_dir, {"requested": self.requested()})
             self.case_log = CaseLog(self.run_dir / CASES_FILE)
+            self._stop_on_sigterm()
         except OSError as exc:
             raise ResultsFolderError(f"--results-dir {o.results_dir}: cannot write the run folder ({exc.strerror or exc}); "
                                      "choose a writable folder with room") from None
         return self.case_log
+
+    def _stop_on_sigterm(self) -> None:
+        """Once this process writes a run folder, SIGTERM (a scheduler's time limit) stops the run as Ctrl-C does:
+        the finished records stay, the summary and the report are written and marked incomplete, the status is
+        pytest's "interrupted". Only the main thread may set a handler; the previous one comes back at the end."""
+        if self.previous_sigterm is not None or threading.current_thread() is not threading.main_thread():
+            return
+
+        def interrupt(signum: int, frame: Any) -> None:
+            self.terminated = True
+            raise KeyboardInterrupt("SIGTERM")
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        self.previous_sigterm = signal.SIG_DFL if previous is None else previous
 
     def _fail(self, message: str) -> None:
         """A results-folder fault: one line now, the session stops and fails; what is on disk stays."""
@@ -148,6 +174,8 @@ class ResultsRecorder:
         """A session stopped before it finished (a usage error at its start): the lock is released all the same."""
         if self.lock is not None and self.lock.is_locked:
             self.lock.release()
+        if self.previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
 
     def _write_selection(self, identities: list[wire.CaseIdentity]) -> None:
         """``selection.json``: how many cases of each split were selected, and which, so a report can tell an
@@ -227,6 +255,11 @@ class ResultsRecorder:
         self.config.hook.pytest_pitfalls_run_finished(config=self.config, run_dir=self.run_dir, summary=self.summary)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.terminated and self.run_dir is not None:
+            terminalreporter.section("knowledge-editing pitfalls")
+            terminalreporter.write_line(f"stopped by SIGTERM: the finished cases are in {self.run_dir / CASES_FILE}, the summary "
+                                        f"and report cover them and say the run is incomplete; go on with --resume "
+                                        f"--run-name {self.run_dir.name}")
         if self.error is not None:
             terminalreporter.section("knowledge-editing pitfalls")
             terminalreporter.write_line(f"results not complete: {self.error}")
