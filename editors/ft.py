@@ -17,7 +17,7 @@ import torch
 
 from pitfalls_editkit.contract import Editor, EditorSettings
 from pitfalls_editkit.facts import Edit
-from pitfalls_editkit.hparams import as_dict, bounded, check_modules, module_name
+from pitfalls_editkit.hparams import as_dict, bounded, module_name
 from pitfalls_editkit.models import LoadedModel
 from pitfalls_editkit.nethook import get_module
 from pitfalls_editkit.scoring import encode_completion, pad_batch, vocabulary_logits
@@ -42,8 +42,7 @@ class FT(Editor):
 
     def __init__(self, loaded: LoadedModel, settings: EditorSettings) -> None:
         super().__init__(loaded, settings)
-        self.hparams_path, self.hparams = self.load_hparams(FTHyperParams)
-        check_modules(self.hparams_path, loaded.model, {"rewrite_module_tmp": self.hparams.rewrite_module_tmp}, self.hparams.layers)
+        self.hparams_path, self.hparams = self.load_hparams(FTHyperParams)  # which also checks rewrite_module_tmp
 
     def describe(self) -> dict[str, Any]:
         return {"hparams_file": str(self.hparams_path), "hparams": as_dict(self.hparams)}

@@ -33,7 +33,7 @@ from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_mom
 from editors.value_optimization import PreparedTargets, ValueObjective
 from pitfalls_editkit.contract import Editor, EditorSettings
 from pitfalls_editkit.facts import Edit, fill
-from pitfalls_editkit.hparams import HyperParamsError, as_dict, bounded, check_modules, check_value_hparams, module_name
+from pitfalls_editkit.hparams import HyperParamsError, as_dict, bounded, check_value_hparams, module_name
 from pitfalls_editkit.low_rank import LowRankUpdate, combined, uniform_update, weight_update
 from pitfalls_editkit.models import LoadedModel
 from pitfalls_editkit.nethook import get_module
@@ -71,10 +71,7 @@ def check_memit_hparams(path: Any, hp: ResidualEditHyperParams, loaded: LoadedMo
     check_value_hparams(path, hp, loaded.num_layers, MOM2_DTYPES)
     if hp.layer_selection != "all":
         raise HyperParamsError(f"{path}: layer_selection {hp.layer_selection!r}: only 'all' is supported")
-    templates = {"rewrite_module_tmp": hp.rewrite_module_tmp, "layer_module_tmp": hp.layer_module_tmp}
-    if hp.post_mlp_norm_tmp:
-        templates["post_mlp_norm_tmp"] = hp.post_mlp_norm_tmp
-    check_modules(path, loaded.model, templates, hp.layers)
+    # Module templates (rewrite_module_tmp, layer_module_tmp, post_mlp_norm_tmp when set): Editor.load_hparams checked them.
 
 
 def through_rms_norm(norm: torch.nn.Module, mlp_out: torch.Tensor, wanted_change: torch.Tensor, ridge: float) -> torch.Tensor:

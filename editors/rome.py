@@ -29,7 +29,7 @@ from editors.second_moment import MOM2_DTYPES, describe_stats, editor_second_mom
 from editors.value_optimization import PreparedTargets, ValueObjective
 from pitfalls_editkit.contract import Editor, EditorSettings
 from pitfalls_editkit.facts import Edit, fill
-from pitfalls_editkit.hparams import as_dict, bounded, check_modules, check_value_hparams, module_name
+from pitfalls_editkit.hparams import as_dict, bounded, check_value_hparams, module_name
 from pitfalls_editkit.low_rank import LowRankUpdate, combined, uniform_update, weight_update
 from pitfalls_editkit.models import LoadedModel
 from pitfalls_editkit.nethook import get_module
@@ -53,8 +53,7 @@ class ROMEHyperParams:
 
 
 def check_rome_hparams(path: Any, hp: ROMEHyperParams, loaded: LoadedModel) -> None:
-    check_value_hparams(path, hp, loaded.num_layers, MOM2_DTYPES)
-    check_modules(path, loaded.model, {"rewrite_module_tmp": hp.rewrite_module_tmp}, hp.layers)
+    check_value_hparams(path, hp, loaded.num_layers, MOM2_DTYPES)  # module templates: Editor.load_hparams checked them
 
 
 # --------------------------------------------------------------------------- the method

@@ -21,7 +21,7 @@ from editors.mend.gradients import edit_batch, gradient_factors
 from editors.mend.network import MENDNetwork
 from pitfalls_editkit.contract import Editor, EditorSettings
 from pitfalls_editkit.facts import Edit
-from pitfalls_editkit.hparams import HyperParamsError, as_dict, check_modules
+from pitfalls_editkit.hparams import HyperParamsError, as_dict
 from pitfalls_editkit.low_rank import weight_update
 from pitfalls_editkit.models import LoadedModel
 from pitfalls_editkit.nethook import get_module
@@ -41,9 +41,7 @@ class MEND(Editor):
         if not hp.layers or outside:
             raise HyperParamsError(f"{self.hparams_path}: layers {hp.layers}: each must be in {-depth}..{depth - 1} "
                                    f"(the model has {depth} layers; negative counts from the end)")
-        self.hparams = dataclasses.replace(hp, layers=[layer % depth for layer in hp.layers])
-        check_modules(self.hparams_path, loaded.model, {f"module_tmps[{i}]": t for i, t in enumerate(self.hparams.module_tmps)},
-                      self.hparams.layers)
+        self.hparams = dataclasses.replace(hp, layers=[layer % depth for layer in hp.layers])  # module_tmps: checked on load
         self.checkpoint: Path | None = None
         self.network = network if network is not None else self._trained_network()
         self.network.eval()

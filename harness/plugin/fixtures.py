@@ -178,11 +178,13 @@ def _batch_for(request: pytest.FixtureRequest, progress: WorkerProgress, bench, 
     return progress.batches[batch]
 
 
-def _refusal(config: pytest.Config, run_config: dict[str, Any]) -> str | None:
+@pytest.fixture(scope="session")
+def run_refusal(pytestconfig: pytest.Config, run_config: dict[str, Any]) -> str | None:
     """Why the run folder this run continues refuses it: it holds records of a run that used other values (a
-    hyper-parameter file edited in place, another model's weights). Checked before the first case of each worker."""
+    hyper-parameter file edited in place, another model's weights). Decided once per worker, before its first case."""
     from harness.records import what_it_used_differs
 
+    config = pytestconfig
     workerinput = getattr(config, "workerinput", None)
     prior = json.loads(workerinput[PRIOR_RUN_INPUT]) if workerinput and PRIOR_RUN_INPUT in workerinput else config.stash[STATE].prior_run
     if not prior:
@@ -195,7 +197,8 @@ def _refusal(config: pytest.Config, run_config: dict[str, Any]) -> str | None:
 
 
 @pytest.fixture
-def run_case(request: pytest.FixtureRequest, pytestconfig: pytest.Config, workbench, worker_progress: WorkerProgress, run_config, run_options: RunOptions):
+def run_case(request: pytest.FixtureRequest, workbench, worker_progress: WorkerProgress, run_config, run_refusal: str | None,
+             run_options: RunOptions):
     """Run a case with the executor of the run's mode, attach its record to the report, and fail the item if its
     pitfall showed or the edit failed."""
     from harness.executors.chained import run_on_chain
@@ -221,10 +224,9 @@ def run_case(request: pytest.FixtureRequest, pytestconfig: pytest.Config, workbe
             return outcome if outcome is not None else run_one(workbench, case, ahead=start.take_ahead())
         return run_one(workbench, case, paraphrases)
 
-    refused = _refusal(pytestconfig, run_config)
-    if refused:
-        wire.send(request.node, wire.Refusal(refused))
-        pytest.fail(refused, pytrace=False)
+    if run_refusal:
+        wire.send(request.node, wire.Refusal(run_refusal))
+        pytest.fail(run_refusal, pytrace=False)
     if not worker_progress.said_hello:  # once per worker, with its first case's setup report
         selection = {item.nodeid: identity for item in request.session.items if (identity := item_identity(item))}
         wire.send(request.node, wire.WorkerHello(json.loads(json.dumps(run_config, default=str)), selection))

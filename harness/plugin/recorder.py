@@ -205,7 +205,7 @@ class ResultsRecorder:
                 self.refused = True
                 self._fail(message.message)
                 return
-            if isinstance(message, wire.WorkerHello):
+            if isinstance(message, wire.WorkerHello) and report.when == "setup":  # later reports of the item repeat it
                 self.identities.update(message.selection)
                 self._write_selection(list(message.selection.values()))
                 self._guarded(lambda config=message.config: self._write_config(config))
