@@ -21,7 +21,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness.records import CASES_FILE, RUN_FILE, latest_per_case, read_cases
+from harness.records import CASES_FILE, RUN_FILE
+from harness.run_files import read_cases
 
 KEPT = Path(__file__).resolve().parents[1] / "docs" / "findings" / "gemma3-270m-gpt2xl"
 RECORD_FIELDS = ("case_id", "benchmark", "split", "index", "group", "status", "seed", "metrics", "pitfall", "seconds_edit",
@@ -38,7 +39,7 @@ def save(results: Path, kept: Path) -> list[tuple[str, int]]:
     """Each run folder of ``results``: its finished records, without text, into ``kept/<run>``; (run, cases) kept."""
     saved = []
     for run in sorted(p for p in results.iterdir() if (p / CASES_FILE).is_file()):
-        records = [r for r in latest_per_case(read_cases(run / CASES_FILE)) if r.ok]
+        records = [r for r in read_cases(run / CASES_FILE).latest() if r.ok]
         target = kept / run.name
         target.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({**{f: getattr(r, f) for f in RECORD_FIELDS}, "scores": numeric_scores(r.scores)}, allow_nan=True)

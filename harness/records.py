@@ -2,7 +2,9 @@
 
 A case's result is a :class:`CaseRecord`, written as one JSON line and read
 back into the same dataclass; the run's configuration (model, fingerprint,
-editor, hyper-parameters, versions) is written once, in ``run.json``. Only the
+editor, hyper-parameters, versions) is written once, in ``run.json``. ``run.json``,
+``summary.json`` and ``selection.json`` are replaced atomically; they are read
+back through :mod:`harness.run_files`, which checks them. Only the
 controlling pytest process writes (under xdist the workers send each case's
 record with its test report), so lines never interleave.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import re
 import subprocess
@@ -100,37 +103,20 @@ class CaseLog:
         self._handle.close()
 
 
-def read_cases(path: Path) -> list[CaseRecord]:
-    """Records of a (possibly interrupted) run; a torn or foreign line is skipped."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            data = json.loads(line)
-            records.append(CaseRecord.from_dict(data))
-        except (json.JSONDecodeError, TypeError, AttributeError):
-            continue
-    return records
-
-
 def latest_per_case(records: list[CaseRecord]) -> list[CaseRecord]:
     """One record per case id, the last written (a resumed or repeated run appends)."""
     return list({r.case_id: r for r in records}.values())
 
 
-def read_run_config(folder: Path) -> dict[str, Any]:
-    """The run's configuration: ``run.json``; runs written before it existed kept it in every line (``config``)."""
-    path = folder / RUN_FILE
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    cases = folder / CASES_FILE
-    for line in cases.read_text(encoding="utf-8").splitlines() if cases.is_file() else []:
-        try:
-            config = json.loads(line).get("config")
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        if config:
-            return config
-    return {}
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a crash or a full disk
+    leaves the old file or the new one, never a torn one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # run.json keys that may differ between two sessions of one run: with what software it ran, how it was asked, and
@@ -161,7 +147,7 @@ def what_it_used_differs(before: dict[str, Any], now: dict[str, Any]) -> str | N
 
 
 def write_run_config(folder: Path, config: dict[str, Any]) -> None:
-    (folder / RUN_FILE).write_text(json.dumps(config, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    write_atomically(folder / RUN_FILE, json.dumps(config, indent=1, ensure_ascii=False, default=str))
 
 
 def summarize(records: list[CaseRecord]) -> dict[str, Any]:
@@ -203,7 +189,7 @@ def versions() -> dict[str, str]:
 
 def write_summary(folder: Path, records: list[CaseRecord], config: dict[str, Any]) -> dict[str, Any]:
     summary = {"config": config, "splits": summarize(records)}
-    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=_nan_safe), encoding="utf-8")
+    write_atomically(folder / SUMMARY_FILE, json.dumps(summary, indent=1, ensure_ascii=False, default=_nan_safe))
     return summary
 
 

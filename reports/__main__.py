@@ -31,10 +31,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"usage: python -m reports {argv[0]} RUN_DIR [RUN_DIR ...]", file=sys.stderr)
             return 2
         try:
-            print(print_table([load_run(folder) for folder in argv[1:]]))
+            runs = [load_run(folder) for folder in argv[1:]]
         except RunFolderError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        for notice in (n for run in runs for n in run.notices):
+            print(f"note: {notice}", file=sys.stderr)
+        print(print_table(runs))
         return 0
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run folders (each holds cases.jsonl)")

@@ -90,6 +90,7 @@ class RunView:
     config_items: list[tuple[str, str]]
     hparams_json: str
     n_cases: int
+    notices: list[str] = field(default_factory=list)  # records left out of the run's numbers, and why
 
 
 @dataclass
@@ -218,7 +219,7 @@ def _run_view(run_id: str, run: Run, out_dir: Path) -> RunView:
     summary = run.folder / "summary.json"
     return RunView(run_id, run.label, run.model, run.editor, str(run.folder), link(summary) if summary.is_file() else None,
                    link(run.folder / "cases.jsonl"), run.finished, run.incomplete_splits(), items,
-                   json.dumps(cfg.get("hparams", {}), indent=1, ensure_ascii=False), len(run.records))
+                   json.dumps(cfg.get("hparams", {}), indent=1, ensure_ascii=False), len(run.records), run.notices)
 
 
 def build_view(runs: list[Run], out_dir: Path) -> ReportView:

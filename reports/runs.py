@@ -7,27 +7,18 @@ items were collected, says how many cases each split should have.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from editors.registry import editor_order
-from harness.records import (
-    CASES_FILE,
-    SELECTION_FILE,
-    SUMMARY_FILE,
-    CaseRecord,
-    latest_per_case,
-    read_cases,
-    read_run_config,
-    summarize,
-)
+from harness.records import CASES_FILE, CaseRecord, summarize
+from harness.run_files import RunFileError, counted_records, read_cases, read_run_config, read_selection, read_summary
 from pitfalls_benchmark.splits import SPLIT_ORDER
 
 
 class RunFolderError(ValueError):
-    """A folder that holds no run; the message names it."""
+    """A folder that holds no run, or a run file that cannot be used; the message names it."""
 
 
 @dataclass
@@ -38,6 +29,7 @@ class Run:
     splits: dict[str, Any]  # harness.records.summarize of the records
     expected: dict[str, int] = field(default_factory=dict)  # split -> cases selected
     finished: bool = False  # summary.json was written at the end of the session
+    notices: list[str] = field(default_factory=list)  # lines of cases.jsonl left out, records outside the selection
 
     @property
     def model(self) -> str:
@@ -83,14 +75,18 @@ class Run:
 
 
 def load_run(folder: str | Path) -> Run:
+    """The run in ``folder``, every file checked (:mod:`harness.run_files`); RunFolderError names what is wrong."""
     folder = Path(folder)
-    cases = folder / CASES_FILE
-    if not cases.is_file():
+    if not (folder / CASES_FILE).exists():
         raise RunFolderError(f"{folder}: no {CASES_FILE} (not a results folder of the harness)")
-    records = latest_per_case(read_cases(cases))
-    summary_path = folder / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-    config = summary.get("config") or read_run_config(folder)
-    selection_path = folder / SELECTION_FILE
-    expected = json.loads(selection_path.read_text(encoding="utf-8")).get("expected", {}) if selection_path.is_file() else {}
-    return Run(folder, config, records, summarize(records), expected, finished=summary_path.is_file())
+    try:
+        lines = read_cases(folder / CASES_FILE)
+        summary = read_summary(folder)
+        config = (summary or {}).get("config") or read_run_config(folder)
+        selection = read_selection(folder)
+    except RunFileError as exc:
+        raise RunFolderError(str(exc)) from None
+    records, outside = counted_records(lines.latest(), selection, folder)
+    notices = [n for n in (lines.notice(), outside) if n]
+    return Run(folder, config, records, summarize(records), selection.expected if selection else {},
+               finished=summary is not None, notices=notices)

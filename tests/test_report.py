@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import CaseRecord, summarize, write_summary
+from harness.records import SELECTION_FILE, CaseRecord, summarize, write_summary
 from reports.charts import Series, bar_chart
 from reports.render import render_report
-from reports.runs import SELECTION_FILE, RunFolderError, load_run
+from reports.runs import RunFolderError, load_run
 from tests.helpers import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

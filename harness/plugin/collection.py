@@ -12,7 +12,8 @@ import pytest
 
 from harness.plugin import wire
 from harness.plugin.options import STATE, dataset_of, is_worker
-from harness.records import CASES_FILE, latest_per_case, read_cases
+from harness.records import CASES_FILE
+from harness.run_files import RunFileError, read_cases
 from pitfalls_benchmark.datasets import Case
 from pitfalls_benchmark.splits import BENCHMARKS, SPLITS, splits_of
 
@@ -103,18 +104,35 @@ def _keep_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 
 def _skip_recorded(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--resume``: deselect the cases whose last record in the run folder is finished (errors run again)."""
+    """``--resume``: deselect the cases whose last record in the run folder is finished (errors run again).
+
+    A line that is not a valid finished record leaves its case to run again, and says so; records of cases that
+    are not in this selection stay in the file, are named, and are not counted (the summary covers the selection).
+    """
     options = config.stash[STATE].options if STATE in config.stash else None
     if options is None or not options.resume:
         return
     cases = Path(options.results_dir).expanduser() / options.run_name / CASES_FILE
-    done = {r.case_id for r in latest_per_case(read_cases(cases)) if r.ok} if cases.is_file() else set()
+    try:
+        lines = read_cases(cases)
+    except RunFileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    done = {r.case_id for r in lines.latest() if r.ok}
+    selected = {m.args[0]["case_id"] for item in items if (m := item.get_closest_marker("pitfalls_case"))}
     recorded = [item for item in items if (m := item.get_closest_marker("pitfalls_case")) and m.args[0]["case_id"] in done]
     if recorded:
         config.hook.pytest_deselected(items=recorded)
         items[:] = [item for item in items if item not in recorded]
-    if not is_worker(config):
-        config.get_terminal_writer().line(f"resume: {len(recorded)} cases already recorded in {cases.parent}, {len(items)} to run")
+    if is_worker(config):
+        return
+    write = config.get_terminal_writer().line
+    if lines.notice():
+        write(f"resume: {lines.notice()}")
+    foreign = sorted(done - selected)
+    if foreign:
+        write(f"resume: {cases} holds {len(foreign)} finished record(s) of cases outside this selection "
+              f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); they stay in the file and are not counted")
+    write(f"resume: {len(recorded)} cases already recorded in {cases.parent}, {len(items)} to run")
 
 
 def chain_count(config: pytest.Config) -> int:

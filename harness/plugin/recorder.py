@@ -35,13 +35,12 @@ from harness.records import (
     SUMMARY_FILE,
     CaseLog,
     CaseRecord,
-    latest_per_case,
-    read_cases,
-    read_run_config,
     run_folder,
+    write_atomically,
     write_run_config,
     write_summary,
 )
+from harness.run_files import RunFileError, counted_records, read_cases, read_run_config, read_selection
 
 LOCK_FILE = ".writer.lock"
 # The options that make two runs comparable: a run folder holds runs of one such set only.
@@ -69,6 +68,7 @@ class ResultsRecorder:
         self.terminated = False  # SIGTERM stopped the run
         self.identities: dict[str, wire.CaseIdentity] = {}  # node id -> case, from the workers' hellos (crashed items)
         self.session: pytest.Session | None = None  # set when the session starts: a fault stops it
+        self.notices: list[str] = []  # lines of cases.jsonl left out, records outside the selection
 
     # The run folder -------------------------------------------------------------------
 
@@ -95,7 +95,12 @@ class ResultsRecorder:
                 if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
                     raise ResultsFolderError(f"{self.run_dir / name}: is a pipe or socket, not a file; remove it or choose "
                                              "another --run-name")
-            before = read_run_config(self.run_dir)
+            try:
+                before = read_run_config(self.run_dir)
+                read_cases(self.run_dir / CASES_FILE)  # unreadable as a whole (not a file, not UTF-8): refused now
+                read_selection(self.run_dir)
+            except RunFileError as exc:
+                raise ResultsFolderError(str(exc)) from None
             asked = before.get("requested")
             if (self.run_dir / CASES_FILE).is_file() and asked is not None and asked != self.requested():
                 differs = next(k for k in REQUESTED if asked.get(k) != self.requested()[k])
@@ -140,7 +145,7 @@ class ResultsRecorder:
             return None
         try:
             return action()
-        except ResultsFolderError as exc:
+        except (ResultsFolderError, RunFileError) as exc:
             self._fail(str(exc))
         except OSError as exc:
             self._fail(f"{self.run_dir or self.options.results_dir}: cannot write results ({exc.strerror or exc}); "
@@ -185,11 +190,16 @@ class ResultsRecorder:
 
         def write() -> None:
             self._open()
-            expected: dict[str, int] = {}
+            before = read_selection(self.run_dir)  # a resumed run: the cases recorded before stay selected
+            cases = list(before.cases) if before else []
+            expected = dict(before.expected) if before else {}
+            known = set(cases)
             for identity in identities:
-                expected[identity.split] = expected.get(identity.split, 0) + 1
-            selection = {"expected": expected, "cases": [i.case_id for i in identities]}
-            (self.run_dir / SELECTION_FILE).write_text(json.dumps(selection), encoding="utf-8")
+                if identity.case_id not in known:
+                    known.add(identity.case_id)
+                    cases.append(identity.case_id)
+                    expected[identity.split] = expected.get(identity.split, 0) + 1
+            write_atomically(self.run_dir / SELECTION_FILE, json.dumps({"expected": expected, "cases": cases}))
             self.selection_written = True
 
         self._guarded(write)
@@ -250,7 +260,9 @@ class ResultsRecorder:
             write_run_config(self.run_dir, {"model": o.model, "editor": o.run_label, "seed": o.seed, "mle": o.mle,
                                             "dataset_dir": self.config.stash[STATE].dataset_root, "limit": o.limit,
                                             "requested": self.requested()})
-        records = latest_per_case(read_cases(self.case_log.path))  # a re-used run folder may hold earlier lines
+        lines = read_cases(self.case_log.path)  # a re-used run folder may hold earlier lines
+        records, outside = counted_records(lines.latest(), read_selection(self.run_dir), self.run_dir)
+        self.notices = [n for n in (lines.notice(), outside) if n]
         self.summary = write_summary(self.run_dir, records, read_run_config(self.run_dir))
         self.config.hook.pytest_pitfalls_run_finished(config=self.config, run_dir=self.run_dir, summary=self.summary)
 
@@ -268,7 +280,9 @@ class ResultsRecorder:
         terminalreporter.section("knowledge-editing pitfalls")
         for split, info in self.summary["splits"].items():
             terminalreporter.write_line(f"{split}: {info['n']} cases, {info['pitfalls']} with the pitfall, {info['errors']} errors")
-        errors_only = {r.split for r in latest_per_case(read_cases(self.run_dir / CASES_FILE)) if not r.ok} - set(self.summary["splits"])
+        for notice in self.notices:
+            terminalreporter.write_line(notice)
+        errors_only = {r.split for r in read_cases(self.run_dir / CASES_FILE).latest() if not r.ok} - set(self.summary["splits"])
         for split in sorted(errors_only):
             terminalreporter.write_line(f"{split}: 0 cases scored, every case an error")
         terminalreporter.write_line(f"results: {self.run_dir / CASES_FILE}  summary: {self.run_dir / SUMMARY_FILE}")
