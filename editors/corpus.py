@@ -22,7 +22,6 @@ import hashlib
 import html
 import importlib.util
 import io
-import json
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pitfalls_editkit.messages import first_line
+from pitfalls_editkit.safe_json import JsonInputError, loads
 
 GENSIM_WIKI = "gensim-wiki"
 _GENSIM_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -121,9 +121,13 @@ def _text_file(path: Path) -> Corpus:
         for number, line in enumerate(raw.splitlines(), 1):
             if line.strip():
                 try:
-                    paragraphs.append(str(json.loads(line)["text"]))
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    text = loads(line, f"line {number}")["text"]
+                except (JsonInputError, KeyError, TypeError):
                     raise CorpusError(f"--stats-corpus {path}: line {number} is not a JSON object with a 'text' field") from None
+                if not isinstance(text, str):
+                    raise CorpusError(f"--stats-corpus {path}: line {number}: 'text' holds {type(text).__name__}, not text")
+                if text.strip():
+                    paragraphs.append(text)
     else:
         paragraphs = [re.sub(r"\s+", " ", p).strip() for p in re.split(r"\n\s*\n", raw) if p.strip()]
     if not paragraphs:
@@ -140,15 +144,27 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _sampled(dataset: Any, n: int) -> Iterator[str]:
-    """``n`` texts drawn with the reference's seed: a fixed random subset of a sized dataset, a seeded shuffle of a stream."""
+def _text_of(value: Any, spec: str, row: Any) -> str:
+    """A row's text: a string (an empty one is skipped by the caller); null or any other type is an error, never
+    the string "None" the statistics would be computed from."""
+    if not isinstance(value, str):
+        raise CorpusError(f"--stats-corpus {spec}: row {row} has {type(value).__name__} {str(value)[:40]!r} in its 'text' "
+                          "column, not text; give a dataset whose 'text' column holds strings")
+    return value
+
+
+def _sampled(dataset: Any, n: int, spec: str) -> Iterator[str]:
+    """``n`` texts drawn with the reference's seed: a fixed random subset of a sized dataset, a seeded shuffle of a stream.
+    Empty texts are skipped."""
     if hasattr(dataset, "__len__"):
         rows = sorted(random.Random(SAMPLE_SEED).sample(range(len(dataset)), min(n, len(dataset))))
-        for row in rows:
-            yield str(dataset[row]["text"])
+        texts = ((row, dataset[row]["text"]) for row in rows)
     else:
-        for record in dataset.shuffle(seed=SAMPLE_SEED, buffer_size=STREAM_SHUFFLE_BUFFER).take(n):
-            yield str(record["text"])
+        texts = enumerate(record["text"] for record in dataset.shuffle(seed=SAMPLE_SEED, buffer_size=STREAM_SHUFFLE_BUFFER).take(n))
+    for row, value in texts:
+        text = _text_of(value, spec, row)
+        if text.strip():
+            yield text
 
 
 def _hf_dataset(spec: str) -> Corpus:
@@ -187,7 +203,7 @@ def _hf_dataset(spec: str) -> Corpus:
     columns = getattr(dataset, "column_names", None)
     if columns is not None and "text" not in columns:
         raise CorpusError(f"--stats-corpus {spec}: the dataset has no 'text' column (columns: {', '.join(columns)})")
-    return Corpus(spec, digest, articles=lambda n: _sampled(dataset, n), stats_name=stats_name)
+    return Corpus(spec, digest, articles=lambda n: _sampled(dataset, n, spec), stats_name=stats_name)
 
 
 def load_corpus(name: str) -> Corpus:

@@ -15,6 +15,8 @@ import importlib
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from pitfalls_editkit.messages import first_line
+
 if TYPE_CHECKING:  # the registry is read when pytest starts: it must not import torch
     from pitfalls_editkit.contract import Editor, EditorSettings
     from pitfalls_editkit.models import LoadedModel
@@ -62,6 +64,9 @@ def _import_class(target: str, spec: str) -> type:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UnknownEditorError(f"--editor {spec!r}: cannot import module {module_name!r} ({exc})") from None
+    except Exception as exc:  # the plugin's own code failed while it was imported: name it, no traceback
+        raise UnknownEditorError(f"--editor {spec!r}: importing module {module_name!r} raised {type(exc).__name__}: "
+                                 f"{first_line(exc, 300)}; fix that module") from None
     value = module
     for part in class_name.split("."):
         if not hasattr(value, part):

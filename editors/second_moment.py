@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,24 +142,84 @@ def reference_stats_path(stats_dir: Path, model_dir: str, dataset: str, module_n
     return Path(stats_dir) / model_dir / f"{dataset}_stats" / f"{module_name}_{dtype_name}_mom2_{n_samples}.npz"
 
 
+SYMMETRY_TOLERANCE = 1e-5  # max |C - C^T| over max |C|
+PSD_TOLERANCE = 1e-4  # eigenvalues may be this far below 0, relative to the largest diagonal entry (float32 rounding)
+
+
+def _npz_member_header(archive: zipfile.ZipFile, name: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype a member of an .npz declares, read from its header before any data is allocated."""
+    with archive.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise StatsFileError(f"{path}: {name} has .npy format version {version}; expected 1.0, 2.0 or 3.0")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read_header(member)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > archive.getinfo(f"{name}.npy").file_size:
+        raise StatsFileError(f"{path}: {name} declares shape {shape} ({declared} bytes), more than the file holds; "
+                             "the file is damaged: delete it or fix --stats-dir")
+    return shape, dtype
+
+
 def read_reference_stats(path: Path, size: int | None = None) -> dict[str, torch.Tensor]:
-    """``mom2.mom2`` and ``mom2.count`` of a reference-format file (read without pickle), checked."""
+    """``mom2.mom2`` and ``mom2.count`` of a reference-format file (read without pickle), checked: the shape and the
+    dtype the file declares before it is read, then :func:`check_second_moment`."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "mom2.mom2" not in data or "mom2.count" not in data:
-                raise StatsFileError(f"{path}: has no 'mom2.mom2' and 'mom2.count' (keys: {', '.join(data.files)}); "
+        with zipfile.ZipFile(path) as archive:
+            names = {n.removesuffix(".npy") for n in archive.namelist()}
+            if not {"mom2.mom2", "mom2.count"} <= names:
+                raise StatsFileError(f"{path}: has no 'mom2.mom2' and 'mom2.count' (keys: {', '.join(sorted(names))}); "
                                      "expected the second-moment file of the reference's layer_stats")
+            shape, dtype = _npz_member_header(archive, "mom2.mom2", path)
+            if len(shape) != 2 or shape[0] != shape[1] or (size is not None and shape[0] != size):
+                wanted = f"({size}, {size})" if size is not None else "square"
+                raise StatsFileError(f"{path}: mom2.mom2 has shape {shape}, expected {wanted} for this module; is it another "
+                                     "model's file?")
+            for name, kind in (("mom2.mom2", dtype), ("mom2.count", _npz_member_header(archive, "mom2.count", path)[1])):
+                if not np.issubdtype(kind, np.number) or np.issubdtype(kind, np.complexfloating):
+                    raise StatsFileError(f"{path}: {name} holds {kind}, not real numbers")
+        with np.load(path, allow_pickle=False) as data:
             mom2, count = np.asarray(data["mom2.mom2"]), np.asarray(data["mom2.count"])
-    except (OSError, ValueError, EOFError) as exc:
-        if isinstance(exc, StatsFileError):
-            raise
+    except StatsFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, MemoryError) as exc:
         raise StatsFileError(f"{path}: cannot read it as a .npz statistics file ({exc}); delete it or fix --stats-dir") from None
-    if mom2.ndim != 2 or mom2.shape[0] != mom2.shape[1] or (size is not None and mom2.shape[0] != size):
-        raise StatsFileError(f"{path}: mom2.mom2 has shape {mom2.shape}, expected ({size}, {size}) for this module; "
-                             "is it another model's file?")
-    if count.size != 1 or not np.issubdtype(count.dtype, np.number) or int(count) < 1 or not np.isfinite(mom2).all():
-        raise StatsFileError(f"{path}: mom2.count must be a positive number and mom2.mom2 finite")
-    return {"sum_kkT": torch.from_numpy(mom2.astype(np.float64)), "count": torch.tensor(int(count))}
+    if count.size != 1:
+        raise StatsFileError(f"{path}: mom2.count holds {count.size} values, expected one count of keys")
+    stats = {"sum_kkT": torch.from_numpy(mom2.astype(np.float64)), "count": torch.tensor(float(count.reshape(())))}
+    check_second_moment(stats, size, path)
+    stats["count"] = torch.tensor(int(stats["count"]))
+    return stats
+
+
+def check_second_moment(stats: object, size: int | None, path: Path) -> None:
+    """A second moment an editor can use: ``sum_kkT`` a finite (size, size) matrix, symmetric within
+    SYMMETRY_TOLERANCE, positive semidefinite within PSD_TOLERANCE; ``count`` a whole number of keys >= 1."""
+    todo = "delete it to compute it again, or fix --stats-dir"
+    if not isinstance(stats, dict) or not isinstance(stats.get("sum_kkT"), torch.Tensor) or not isinstance(stats.get("count"), torch.Tensor):
+        raise StatsFileError(f"{path}: does not hold the tensors sum_kkT and count; {todo}")
+    moment, count = stats["sum_kkT"], stats["count"]
+    if moment.ndim != 2 or moment.shape[0] != moment.shape[1] or (size is not None and moment.shape[0] != size):
+        raise StatsFileError(f"{path}: the second moment has shape {tuple(moment.shape)}, expected ({size}, {size}) for this "
+                             f"module; {todo}")
+    if count.numel() != 1 or not torch.isfinite(count.double()).all() or float(count) < 1 or float(count) != int(float(count)):
+        raise StatsFileError(f"{path}: the count of keys is {count.tolist()}, expected a whole number >= 1; {todo}")
+    matrix = moment.double()
+    if not torch.isfinite(matrix).all():
+        raise StatsFileError(f"{path}: the second moment holds NaN or infinite values; {todo}")
+    scale = float(matrix.abs().max())
+    if scale == 0:
+        raise StatsFileError(f"{path}: the second moment is all zeros; {todo}")
+    asymmetry = float((matrix - matrix.T).abs().max()) / scale
+    if asymmetry > SYMMETRY_TOLERANCE:
+        raise StatsFileError(f"{path}: the second moment is not symmetric (max |C - C^T| / max |C| = {asymmetry:.2g}); {todo}")
+    # C + tol * max(diag C) * I has a Cholesky factor exactly when no eigenvalue of C is below -tol * max(diag C)
+    # (a third of eigvalsh's cost: it runs on GPT-J's 16384-wide modules too).
+    shift = PSD_TOLERANCE * float(matrix.diagonal().max().clamp(min=0)) or PSD_TOLERANCE * scale
+    _, info = torch.linalg.cholesky_ex((matrix + matrix.T) / 2 + shift * torch.eye(matrix.shape[0], dtype=matrix.dtype))
+    if int(info) != 0:
+        raise StatsFileError(f"{path}: the second moment is not positive semidefinite (an eigenvalue below -{PSD_TOLERANCE:g} "
+                             f"times its largest diagonal entry); {todo}")
 
 
 def write_reference_stats(path: Path, stats: dict[str, torch.Tensor], dtype_name: str) -> None:
@@ -220,7 +281,15 @@ def second_moment_stats(loaded: LoadedModel, settings: EditorSettings, module_na
     source = stats_source(loaded, settings, module_name, n_samples, dtype_name)
     if not source.reference_layout:
         corpus = load_corpus(settings.stats_corpus)
-        return cached_tensors(source.path, lambda: collect_second_moment(loaded, module_name, corpus, settings.stats_tokens, n_samples))
+        try:
+            stats = cached_tensors(source.path, lambda: collect_second_moment(loaded, module_name, corpus, settings.stats_tokens, n_samples))
+        except (RuntimeError, EOFError, ValueError, OSError) as exc:
+            if isinstance(exc, CorpusError):
+                raise
+            raise StatsFileError(f"{source.path}: cannot read the cached statistics ({' '.join(str(exc).split())[:200]}); "
+                                 "delete it to compute it again") from None
+        check_second_moment(stats, out_in_shape(get_module(loaded.model, module_name))[1], source.path)
+        return stats
     with locked(source.path):
         if source.path.is_file():
             return read_reference_stats(source.path, out_in_shape(get_module(loaded.model, module_name))[1])

@@ -35,6 +35,7 @@ from pitfalls_editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, ca
 from pitfalls_editkit.facts import Edit, Entity, Relation
 from pitfalls_editkit.fingerprints import named_tensors, parameter_digest
 from pitfalls_editkit.low_rank import weight_update
+from pitfalls_editkit.messages import first_line
 from pitfalls_editkit.models import LoadedModel
 from pitfalls_editkit.nethook import get_module
 from pitfalls_editkit.scoring import Scorer
@@ -205,6 +206,20 @@ def format_table(spec: str, model_name: str, checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
+def _refused_option(args: argparse.Namespace) -> str | None:
+    """The option values the suites refuse (harness.plugin.options.check_options), refused here alike."""
+    device = args.device
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit()):
+        return f"--device {device!r}: expected auto, cpu, cuda or cuda:N"
+    if args.stats_tokens < 1:
+        return f"--stats-tokens {args.stats_tokens}: must be at least 1"
+    if args.hparams is not None and not Path(args.hparams).expanduser().is_file():
+        return f"--hparams {args.hparams}: no such file (a JSON file of the editor's hyper-parameters)"
+    if args.cache_dir is not None and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        return f"--cache-dir {args.cache_dir}: is a file; give a folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from editors.registry import UnknownEditorError, editor_class
     from pitfalls_editkit.cache import default_cache_dir
@@ -219,15 +234,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    refused = _refused_option(args)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     try:
         cls = editor_class(args.editor)
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
         settings = EditorSettings(cache_dir=cache, stats_tokens=args.stats_tokens, seed=args.seed,
                                   hparams_file=Path(args.hparams) if args.hparams else None)
-        editor = cls(loaded, settings)
     except (UnknownEditorError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        editor = cls(loaded, settings)
+    except ValueError as exc:  # hyper-parameters, statistics corpus: the editor's own clear line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a plugin's constructor failed: name it, as the suites do
+        print(f"error: editor {args.editor!r} could not be built: {type(exc).__name__}: {first_line(exc, 400)}", file=sys.stderr)
         return 2
     from pitfalls_editkit.models import reload_weights
 

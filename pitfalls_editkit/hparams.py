@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pitfalls_editkit.facts import TemplateError, fill
+from pitfalls_editkit.safe_json import JsonInputError, loads
 
 if TYPE_CHECKING:
     import torch
@@ -85,18 +87,33 @@ def parse_hparams_set(items: list[str]) -> dict[str, Any]:
         if not equals or not key.strip():
             raise HyperParamsError(f"--hparams-set {item!r}: expected KEY=VALUE, e.g. --hparams-set v_num_grad_steps=10")
         try:
-            values[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
+            values[key.strip()] = loads(text, f"--hparams-set {key.strip()}")
+        except JsonInputError as exc:
+            if "not valid JSON" not in str(exc):  # too deep, too long: not a value any editor takes
+                raise HyperParamsError(f"{exc}; give a plain value") from None
             values[key.strip()] = text
     return values
+
+
+def blame_hparams_set(message: str, values: dict[str, Any]) -> str:
+    """A check's message about a key that ``--hparams-set`` replaced names that option, not the file whose value it
+    replaced ("<file>: <key> ..." becomes "--hparams-set <key>=<value> (over <file>): <key> ...")."""
+    source, sep, rest = message.partition(": ")
+    key = re.match(r"[A-Za-z_]\w*", rest) if sep else None
+    if key is None or key.group() not in values or source.startswith("--hparams-set"):
+        return message
+    return f"--hparams-set {key.group()}={json.dumps(values[key.group()], ensure_ascii=False)} (over {source}): {rest}"
 
 
 def load_hparams(cls: type[T], path: Path, values: dict[str, Any] | None = None) -> T:
     """Read ``path`` into the dataclass ``cls`` (``values`` replace keys); unknown, missing or mistyped keys are errors."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=lambda c: float(c))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = loads(Path(path).read_bytes(), str(path))
+    except OSError as exc:
         raise HyperParamsError(f"{path}: cannot read hyper-parameters ({exc}); give a JSON object of the editor's keys") from None
+    except JsonInputError as exc:
+        raise HyperParamsError(f"{path}: cannot read hyper-parameters ({str(exc).removeprefix(f'{path}: ')}); give a JSON "
+                               "object of the editor's keys") from None
     if not isinstance(raw, dict):
         raise HyperParamsError(f"{path}: expected a JSON object")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +151,12 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-        except (OSError, ValueError) as exc:
+        except pickle.UnpicklingError:
+            raise ModelLoadError(
+                f"--model {name}: a weights file holds a pickle that is not plain tensors; it is refused (loading it could "
+                "run code). Use a folder with .safetensors weights, or convert the model where you trust its source"
+            ) from None
+        except (OSError, ValueError, RuntimeError, EOFError) as exc:
             raise ModelLoadError(
                 f"--model {name}: not a preset ({', '.join(preset_names())}), not a local model folder, "
                 f"and not loadable from the Hugging Face hub: {first_line(exc)}"

@@ -152,6 +152,18 @@ def _model_filter(args: argparse.Namespace):
     return known
 
 
+def input_inside(out: Path, inputs: dict[str, str | None]) -> str | None:
+    """Why ``out`` overlaps one of the inputs (the folder is, holds or lies inside it), or None."""
+    target = out.resolve()
+    for option, value in inputs.items():
+        if not value:
+            continue
+        source = Path(value).expanduser().resolve()
+        if target == source or target in source.parents or (source.is_dir() and source in target.parents):
+            return f"is, holds or lies inside the input of {option} {value}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pitfalls_generator", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created; files in it are replaced)")
@@ -177,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.max_cases < 0:
         parser.error(f"--max-cases {args.max_cases}: give 0 (all) or more")
+    overlap = input_inside(out, {"--from-published": args.from_published, "--triples": args.triples,
+                                 "--relations": args.relations, "--rules": args.rules})
+    if overlap:
+        print(f"error: {out}: {overlap}; write the dataset into another folder (its files would be replaced)", file=sys.stderr)
+        return 2
     try:
         manifest = generate_dataset(Path(args.out_dir), source, settings, _model_filter(args) if args.filter_model else None)
         load_dataset(args.out_dir)  # what we wrote must read back

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from pitfalls_benchmark.datasets import ConflictCase, DatasetError, RoundCase, parse_edit
 from pitfalls_editkit.facts import Edit, Fact, Relation
+from pitfalls_editkit.safe_json import JsonInputError, loads
 from pitfalls_generator.graph import read_triples_file
 from pitfalls_generator.schema import Rules, parse_rules
 
@@ -144,11 +146,13 @@ def read_rules(path: Path) -> Rules:
 
         return read_published(path)[2]
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads(path.read_bytes(), f"--rules {path}")
     except FileNotFoundError:
         raise DatasetError(f"--rules {path}: no such file or folder") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"--rules {path}: not a JSON rules file ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"--rules {path}: cannot read it ({exc.strerror or exc})") from None
+    except JsonInputError as exc:
+        raise DatasetError(f"{exc}; give a JSON rules file") from None
     if not isinstance(data, dict):
         raise DatasetError(f"--rules {path}: expected a JSON object of rule lists")
     return parse_rules(data, str(path))
@@ -160,6 +164,10 @@ def read_batches(path: Path) -> list[tuple[str, list[Edit], list[Fact]]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a folder; give a JSON-lines file of edit requests or a published case file") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not UTF-8 text ({exc.reason})") from None
     stripped = text.lstrip()
@@ -176,9 +184,9 @@ def read_batches(path: Path) -> list[tuple[str, list[Edit], list[Fact]]]:
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}: line {number}: not JSON ({exc.msg})") from None
+                raw = loads(line, f"{path}: line {number}")
+            except JsonInputError as exc:
+                raise DatasetError(str(exc)) from None
             edits.append(parse_edit(raw, f"{path}: line {number}"))
     if not edits:
         raise DatasetError(f"{path}: holds no edit requests")
@@ -228,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts", help="the graph's triples (JSON lines or TSV, as the generator reads)")
     parser.add_argument("--json", dest="json_out", help="also write the findings as JSON to this file ('-': standard output)")
     args = parser.parse_args(argv)
+    if args.json_out not in (None, "-"):
+        out = Path(args.json_out)
+        if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+            print(f"error: --json {args.json_out}: cannot write a file there; give a writable file path or '-'", file=sys.stderr)
+            return 2
     try:
         rules = read_rules(Path(args.rules))
         batches = read_batches(Path(args.edits))
@@ -244,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.json_out == "-":
             print(payload)
         else:
-            Path(args.json_out).write_text(payload, encoding="utf-8")
+            try:
+                Path(args.json_out).write_text(payload, encoding="utf-8")
+            except OSError as exc:
+                print(f"error: --json {args.json_out}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
+                return 2
     return 1 if any(f.conflict for f in findings) else 0
 
 

@@ -85,6 +85,8 @@ def map_original(tensors: dict[str, torch.Tensor], network: MENDNetwork, paramet
         if value.numel() != torch.Size(shape).numel():
             raise OriginalCheckpointError(f"MEND checkpoint {path}: {key} has shape {tuple(value.shape)}, this model needs "
                                           f"{tuple(shape)}: it was trained for another model or rank")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise OriginalCheckpointError(f"MEND checkpoint {path}: {key} holds NaN or infinite values; the file is damaged")
         return value.reshape(shape)
 
     ours = network.state_dict()

@@ -63,7 +63,7 @@ def editor(loaded_model, model_guard, run_options: RunOptions):
     from editors.corpus import CorpusError
     from editors.registry import UnknownEditorError, make_editor
     from pitfalls_editkit.contract import EditorSettings
-    from pitfalls_editkit.hparams import HyperParamsError, parse_hparams_set
+    from pitfalls_editkit.hparams import HyperParamsError, blame_hparams_set, parse_hparams_set
 
     settings = EditorSettings(
         cache_dir=run_options.cache_path, stats_corpus=run_options.stats_corpus, stats_tokens=run_options.stats_tokens,
@@ -77,7 +77,9 @@ def editor(loaded_model, model_guard, run_options: RunOptions):
         if problem is None:
             return built
         message = problem
-    except (HyperParamsError, CorpusError, UnknownEditorError) as exc:
+    except HyperParamsError as exc:
+        message = blame_hparams_set(str(exc), dict(settings.hparams_values))
+    except (CorpusError, UnknownEditorError) as exc:
         message = str(exc)
     except Exception as exc:  # a plugin editor's constructor: one line naming it, not a traceback per case
         message = f"editor {run_options.editor!r} could not be built: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"

@@ -123,6 +123,7 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 DTYPES = ("float32", "float16", "bfloat16")
+CORPUS_ROWS_CHECKED = 20  # rows of a local --stats-corpus hf:FOLDER read before the run
 
 
 def check_options(options: RunOptions) -> None:
@@ -134,18 +135,21 @@ def check_options(options: RunOptions) -> None:
     """
     from editors.registry import SHIPPED, UnknownEditorError, editor_class
 
-    if options.editor not in SHIPPED:  # shipped editors are known good; anything else is imported and checked now
+    if options.editor not in SHIPPED or options.mle:  # shipped editors are known good; anything else is imported and checked
         try:
-            editor_class(options.editor)
+            chosen = editor_class(options.editor)
         except UnknownEditorError as exc:
             raise pytest.UsageError(str(exc)) from None
+        if options.mle and not chosen.supports_batch:
+            raise pytest.UsageError(f"--mle edits all true objects of a case in one batch; editor {options.editor!r} cannot "
+                                    "edit a batch (supports_batch is False): drop --mle or choose an editor that can")
     if options.limit is not None and options.limit < 1:
         raise pytest.UsageError(f"--limit {options.limit}: selects no case; give 1 or more (or leave it out for every case)")
     if options.device not in ("auto", "cpu", "cuda") and not (options.device.startswith("cuda:") and options.device[5:].isdigit()):
         raise pytest.UsageError(f"--device {options.device!r}: expected auto, cpu, cuda or cuda:N")
     if options.shard is not None:
         k, slash, n = options.shard.partition("/")
-        if not (slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        if not (slash and k.isascii() and n.isascii() and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
             raise pytest.UsageError(f"--shard {options.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/8")
     if options.dtype not in DTYPES:
         raise pytest.UsageError(f"--dtype {options.dtype!r}: expected one of {', '.join(DTYPES)}")
@@ -204,7 +208,14 @@ def _check_corpus(name: str) -> None:
         corpus = load_corpus(name)
     except CorpusError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if not corpus.whole_texts and not any(len(p.split()) >= MIN_CHUNK_TOKENS for p in corpus.paragraphs):
+    if corpus.whole_texts:  # a local dataset: its first sampled rows must be text (null rows fail here, not per case)
+        try:
+            if not any(True for _ in corpus.articles(CORPUS_ROWS_CHECKED)):
+                raise pytest.UsageError(f"--stats-corpus {name}: its 'text' column holds no text in the {CORPUS_ROWS_CHECKED} "
+                                        "rows sampled first; give a dataset of text")
+        except CorpusError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    elif not any(len(p.split()) >= MIN_CHUNK_TOKENS for p in corpus.paragraphs):
         raise pytest.UsageError(f"--stats-corpus {name}: too short: no paragraph has {MIN_CHUNK_TOKENS} words or more; "
                                 "give a longer text")
 
