@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from reports.render import render_report
-from reports.runs import RunFolderError
+from reports.runs import RunFolderError, load_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
         return merge_main(argv[1:])
     if argv[:1] in (["lifelong"], ["table"]):
         from reports.lifelong import lifelong_table
-        from reports.runs import load_run
         from reports.tables import markdown_tables
 
         print_table = lifelong_table if argv[0] == "lifelong" else markdown_tables
@@ -45,10 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.output) if args.output else (Path(args.runs[0]) / "report.html" if len(args.runs) == 1 else Path("report.html"))
     try:
-        path = render_report(args.runs, out)
+        runs = [load_run(folder) for folder in args.runs]
     except RunFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for notice in (n for run in runs for n in run.notices):
+        print(f"note: {notice}", file=sys.stderr)
+    path = render_report(runs, out)
     print(f"report: {path.resolve()}")
     return 0
 

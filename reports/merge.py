@@ -91,13 +91,14 @@ def _what_it_found(record: CaseRecord) -> dict[str, Any]:
 
 def merge_runs(out: Path, shards: list[Path], replace: bool = False) -> Merged:
     """Merge; a MergeError names the shard, file or case that stops it, and ``out`` is left as it was."""
+    for folder in shards:
+        if not (folder / CASES_FILE).exists():
+            raise MergeError(f"{folder}: no {CASES_FILE} (not a run folder of the harness)")
     check_output(out, shards, replace)
     configs, per_folder, notices = [], [], []
     selections = []
     try:
         for folder in shards:
-            if not (folder / CASES_FILE).is_file():
-                raise MergeError(f"{folder}: no {CASES_FILE} (not a run folder of the harness)")
             configs.append(read_run_config(folder))
             lines = read_cases(folder / CASES_FILE)
             per_folder.append(lines.latest())

@@ -240,11 +240,11 @@ def environment() -> Environment:
                        trim_blocks=True, lstrip_blocks=True)
 
 
-def render_report(run_folders: list[str | Path], out_file: str | Path) -> Path:
-    """Write the report of these run folders to ``out_file``; returns its path."""
+def render_report(runs: list[str | Path | Run], out_file: str | Path) -> Path:
+    """Write the report of these runs (run folders, or runs already loaded) to ``out_file``; returns its path."""
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    view = build_view([load_run(f) for f in run_folders], out.parent.resolve())
+    view = build_view([run if isinstance(run, Run) else load_run(run) for run in runs], out.parent.resolve())
     html = environment().get_template("report.html.j2").render(view=view)
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")

@@ -82,7 +82,7 @@ def load_run(folder: str | Path) -> Run:
     try:
         lines = read_cases(folder / CASES_FILE)
         summary = read_summary(folder)
-        config = (summary or {}).get("config") or read_run_config(folder)
+        config = read_run_config(folder) or (summary or {}).get("config") or {}
         selection = read_selection(folder)
     except RunFileError as exc:
         raise RunFolderError(str(exc)) from None

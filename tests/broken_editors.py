@@ -181,3 +181,12 @@ class UndeclaredFactors(NudgesInFactors):
     def compute_updates(self, edit_groups, bases):
         updates = super().compute_updates(edit_groups, bases)
         return [update + type(update)({"model.layers.0.mlp.up_proj": (torch.ones(128, 1), torch.ones(64, 1))}) for update in updates]
+
+
+class ConstructorRaises(_Nudges):
+    """Fails while it is built (a plugin's constructor reading a missing resource)."""
+
+    name = "constructor-raises"
+
+    def __init__(self, loaded, settings):
+        raise RuntimeError("injected failure in the constructor")

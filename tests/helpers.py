@@ -27,6 +27,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "generate": ("pitfalls_generator", "pitfalls_generator.cli:main"),
     "reports": ("reports", "reports.__main__:main"),
     "check": ("harness.check_editor", "harness.check_editor:main"),
+    "precheck": ("pitfalls_generator.precheck", "pitfalls_generator.precheck:main"),
 }
 
 

@@ -172,8 +172,8 @@ CATALOGUE: list[Bad] = [
     # ------------------------------------------------------------------ the results folder
     Bad("results-dir-under-a-file", ["--results-dir", "{tmp}/afile/results"], "cannot write the run folder",
         setup=write("tmp/afile", "x"), tiny_run=True),
-    Bad("results-folder-full", ["--results-dir", "{tmp}/r", "--run-name", "full"], "cannot write results (No space left on device)",
-        setup=lambda data, tmp: _full_run_folder(tmp / "r" / "full"), tiny_run=True),
+    Bad("results-file-is-a-device", ["--results-dir", "{tmp}/r", "--run-name", "full"], "cases.jsonl: not a regular file",
+        setup=lambda data, tmp: _device_run_folder(tmp / "r" / "full"), tiny_run=True),
     Bad("results-file-is-a-pipe", ["--results-dir", "{tmp}/r", "--run-name", "pipe"], "cases.jsonl: is a pipe or socket, not a file",
         setup=lambda data, tmp: _pipe_run_folder(tmp / "r" / "pipe"), tiny_run=True),
     Bad("run-folder-of-another-run", ["--results-dir", "{tmp}/r", "--run-name", "old"], "holds a run with editor='memit', this one has "
@@ -209,8 +209,9 @@ def _edit_json(path: Path, change: Callable[[dict], object]) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
-def _full_run_folder(run: Path) -> None:
-    """A run folder whose cases.jsonl is /dev/full: every write fails with 'No space left on device'."""
+def _device_run_folder(run: Path) -> None:
+    """A run folder whose cases.jsonl is /dev/full, a device: reading it back would never end. (A disk that fills up
+    mid-run: tests/test_faults.py.)"""
     run.mkdir(parents=True)
     (run / "cases.jsonl").symlink_to("/dev/full")
 

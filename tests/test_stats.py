@@ -66,10 +66,25 @@ def test_statistics_we_compute_are_written_in_the_reference_layout(tiny_loader, 
     torch.testing.assert_close((again["sum_kkT"] / again["count"]).float(), moment.float())
 
 
+def test_a_rank_deficient_moment_stored_in_float32_is_accepted(tmp_path):
+    """Fewer keys than dimensions (a singular C, as from a short corpus), rounded to float32 as the reference stores
+    it: inside the tolerances (symmetric within 1e-5, semidefinite within 1e-4), so it is read."""
+    keys = np.random.default_rng(3).standard_normal((40, 128)) * 7
+    path = tmp_path / "singular.npz"
+    write_reference_file(path, keys.T @ keys, 40)
+    assert int(read_reference_stats(path, 128)["count"]) == 40
+
+
 @pytest.mark.parametrize(("content", "expected"), [
     ({"other": np.zeros(2)}, "has no 'mom2.mom2' and 'mom2.count'"),
     ({"mom2.mom2": np.zeros((3, 3)), "mom2.count": np.array(5)}, "shape (3, 3)"),
-    ({"mom2.mom2": np.eye(128), "mom2.count": np.array(0)}, "must be a positive number"),
+    ({"mom2.mom2": np.eye(128), "mom2.count": np.array(0)}, "the count of keys is 0.0, expected a whole number >= 1"),
+    ({"mom2.mom2": np.eye(128), "mom2.count": np.array(2.5)}, "the count of keys is 2.5"),
+    ({"mom2.mom2": -np.eye(128), "mom2.count": np.array(5)}, "is not positive semidefinite"),
+    ({"mom2.mom2": np.triu(np.ones((128, 128))), "mom2.count": np.array(5)}, "is not symmetric"),
+    ({"mom2.mom2": np.full((128, 128), np.inf), "mom2.count": np.array(5)}, "NaN or infinite"),
+    ({"mom2.mom2": np.zeros((128, 128)), "mom2.count": np.array(5)}, "all zeros"),
+    ({"mom2.mom2": np.eye(128).astype(np.complex64), "mom2.count": np.array(5)}, "not real numbers"),
 ])
 def test_a_bad_reference_file_is_one_line_naming_it(tmp_path, content, expected):
     path = tmp_path / "stats.npz"
