@@ -15,6 +15,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from pitfalls_editkit.safe_json import JsonInputError, loads
+
 
 class OriginalScores:
     def __init__(self, path: Path) -> None:
@@ -24,9 +26,9 @@ class OriginalScores:
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
-                    entry = json.loads(line)
+                    entry = loads(line, str(path))
                     self._scores[str(entry["key"])] = [float(v) for v in entry["scores"]]
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                except (JsonInputError, KeyError, TypeError, ValueError, AttributeError):
                     continue  # a line cut by a crash: that entry is scored again
 
     @staticmethod

@@ -7,7 +7,6 @@ file and the record, so a user with a broken copy knows where to look.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from pitfalls_benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER, SPLITS
 from pitfalls_editkit.facts import Edit, Entity, Fact, Relation, TemplateError, check_template, fill
+from pitfalls_editkit.safe_json import JsonInputError, loads
 
 MAX_LABEL_CHARS = 500  # the longest published label has 191 characters
 
@@ -97,12 +97,11 @@ def rule_slug(rule: str) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        with path.open(encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        return loads(path.read_bytes(), str(path))  # bounded: depth, integer digits, string length
+    except JsonInputError as exc:
+        raise DatasetError(str(exc)) from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
 class _Record:

@@ -13,7 +13,6 @@ published-format files.
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from pitfalls_benchmark.datasets import DatasetError
 from pitfalls_editkit.facts import Entity
+from pitfalls_editkit.safe_json import JsonInputError, loads
 
 TSV_COLUMNS = ("subject_id", "subject_label", "relation_id", "object_id", "object_label")
 
@@ -119,10 +119,10 @@ def _read_triples(path: Path, graph: KnowledgeGraph) -> KnowledgeGraph:
                 if not line.strip():
                     continue
                 try:
-                    rec = json.loads(line)
+                    rec = loads(line, "")
                     subject, obj = _entity(rec["subject"]), _entity(rec["object"])
                     relation = str(rec["relation"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                except (JsonInputError, KeyError, TypeError, ValueError) as exc:
                     raise DatasetError(f"{path}: line {line_no}: not a triple ({exc.__class__.__name__}: {exc})") from None
                 graph.add(subject, relation, obj, f"{path}: line {line_no}")
     return graph

@@ -13,13 +13,13 @@ Rules file (JSON), in the published rule notation::
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pitfalls_benchmark.datasets import DatasetError
 from pitfalls_editkit.facts import Relation
+from pitfalls_editkit.safe_json import JsonInputError, loads
 
 RULE_KINDS = ("coverage", "reverse", "composite", "round")
 _REVERSE = re.compile(r"^([^&>]+)>([^&>]+)$")
@@ -69,13 +69,11 @@ class Rules:
 
 def _read(path: Path, what: str) -> dict:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = loads(Path(path).read_bytes(), str(path))
     except FileNotFoundError:
         raise DatasetError(f"{what} {path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except JsonInputError as exc:
+        raise DatasetError(f"{exc}; save it as UTF-8 JSON" if "UTF-8" in str(exc) else str(exc)) from None
     except (IsADirectoryError, PermissionError, OSError) as exc:
         raise DatasetError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
