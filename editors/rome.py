@@ -87,7 +87,8 @@ class ROME(Editor):
 
     def inverse_covariance(self, module_name: str) -> torch.Tensor:
         if module_name not in self._inv_cov:
-            moment = editor_second_moment(self.loaded, self.settings, module_name, self.hparams.mom2_n_samples, self.hparams.mom2_dtype)
+            moment = editor_second_moment(self.loaded, self.settings, module_name, self.hparams.mom2_n_samples, self.hparams.mom2_dtype,
+                                          invertible=True)
             self._inv_cov[module_name] = torch.linalg.inv(moment.double()).to(torch.float32)
         return self._inv_cov[module_name]
 

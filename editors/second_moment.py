@@ -302,10 +302,20 @@ def second_moment_stats(loaded: LoadedModel, settings: EditorSettings, module_na
         return stats
 
 
-def editor_second_moment(loaded: LoadedModel, settings: EditorSettings, module_name: str, max_samples: int, dtype_name: str) -> torch.Tensor:
-    """``C = E[k k^T]`` for an editor, in the hyper-parameters' dtype, on the model's device."""
+def editor_second_moment(loaded: LoadedModel, settings: EditorSettings, module_name: str, max_samples: int, dtype_name: str,
+                         invertible: bool = False) -> torch.Tensor:
+    """``C = E[k k^T]`` for an editor, in the hyper-parameters' dtype, on the model's device.
+
+    ``invertible``: the editor inverts ``C`` itself (ROME), so it must be positive definite, not only semidefinite
+    (MEMIT and its descendants add ``K K^T`` or a ridge before solving, and take a singular ``C``)."""
     stats = second_moment_stats(loaded, settings, module_name, max_samples, dtype_name)
-    return (stats["sum_kkT"] / stats["count"].double()).to(MOM2_DTYPES[dtype_name]).to(loaded.device)
+    moment = (stats["sum_kkT"] / stats["count"].double()).to(MOM2_DTYPES[dtype_name])
+    if invertible and int(torch.linalg.cholesky_ex(moment.double())[1]) != 0:
+        path = stats_source(loaded, settings, module_name, max_samples, dtype_name).path
+        raise StatsFileError(f"{path}: the second moment of {module_name} is singular (fewer independent keys than its "
+                             f"{moment.shape[0]} dimensions), and this editor inverts it; compute it from more text "
+                             "(--stats-tokens, --stats-corpus) or give the reference's file")
+    return moment.to(loaded.device)
 
 
 def describe_stats(settings: EditorSettings) -> dict[str, object]:

@@ -176,3 +176,16 @@ def test_a_run_with_a_local_hf_corpus(published, cache_dir, tmp_path):
     assert [r["status"] for r in records(tmp_path / "results" / "hf" / "cases.jsonl")] == ["ok"]
     config = json.loads((tmp_path / "results" / "hf" / "run.json").read_text())
     assert config["stats_corpus"] == f"hf:{folder}" and "stats_tokens" not in config  # articles are counted, not tokens
+
+
+def test_a_singular_moment_is_refused_where_the_editor_inverts_it(tiny_loader, cache_dir, tmp_path):
+    """ROME inverts C: a rank-deficient one (fewer keys than dimensions) is one line naming the file; MEMIT's
+    callers, which solve with K K^T or a ridge added, take it."""
+    loaded = tiny_loader("tiny-llama")
+    keys = np.random.default_rng(4).standard_normal((40, 128))
+    path = reference_stats_path(tmp_path, "tiny-llama", "wikipedia", MODULE, "float32", 100000)
+    write_reference_file(path, keys.T @ keys, 40)
+    settings = EditorSettings(cache_dir=cache_dir, stats_dir=tmp_path, stats_corpus="hf:wikipedia:20200501.en")
+    assert editor_second_moment(loaded, settings, MODULE, 100000, "float32").shape == (128, 128)
+    with pytest.raises(StatsFileError, match=r"mom2_100000.npz: the second moment of .* is singular"):
+        editor_second_moment(loaded, settings, MODULE, 100000, "float32", invertible=True)
