@@ -68,3 +68,25 @@ def test_an_editor_error_reads_once_in_the_failure_text(published, cache_dir, tm
     assert proc.returncode == 1 and failure_text.count(message) == 1, output[-3000:]
     assert "During handling of the above exception" not in output and "direct cause" not in output
     assert [r["status"] for r in lines(tmp_path / "raises" / "cases.jsonl")] == ["error"]
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_resumed_record_that_is_not_finished_runs_again_and_is_said(published, cache_dir, tmp_path, workers):
+    """A line whose metric is NaN is no finished case: --resume says so (with workers too) and runs its case again;
+    a record of a case outside the selection stays in the file and is not counted."""
+    command = suite_command(published, tmp_path, "r", "--editor", "tests.broken_editors:Fine", "-m", "easy or reverse",
+                            "--limit", "1", "-n", workers)
+    assert run(command, cache_dir).returncode == 0
+    log = tmp_path / "r" / "cases.jsonl"
+    first = lines(log)
+    broken = {**first[0], "metrics": {name: float("nan") for name in first[0]["metrics"]}}
+    foreign = {**first[1], "case_id": first[1]["case_id"].replace("-0000-", "-0099-")}
+    log.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in (broken, first[1], foreign)))
+    resumed = run([*command, "--resume"], cache_dir)
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    assert f"resume: {log}: 1 line(s) are not finished records and were left out (line 1: metrics." in resumed.output
+    assert "record(s) of cases outside the run's selection" in resumed.output, resumed.output[-3000:]
+    after = lines(log)
+    assert len(after) == 4 and after[-1]["case_id"] == first[0]["case_id"] and after[-1]["status"] == "ok"
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())["splits"]
+    assert sum(split["n"] for split in summary.values()) == 2  # the two selected cases, not the foreign record

@@ -125,9 +125,7 @@ def _skip_recorded(config: pytest.Config, items: list[pytest.Item]) -> None:
         items[:] = [item for item in items if item not in recorded]
     if is_worker(config):
         return
-    write = config.get_terminal_writer().line
-    if lines.notice():
-        write(f"resume: {lines.notice()}")
+    write = config.get_terminal_writer().line  # lines left out: said by the recorder when the session starts
     foreign = sorted(done - selected)
     if foreign:
         write(f"resume: {cases} holds {len(foreign)} finished record(s) of cases outside this selection "

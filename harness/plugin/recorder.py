@@ -167,6 +167,9 @@ class ResultsRecorder:
             raise pytest.UsageError(str(exc)) from None
         state = self.config.stash[STATE]
         state.prior_run = {"run_dir": str(self.run_dir), "config": read_run_config(self.run_dir)}
+        notice = read_cases(self.run_dir / CASES_FILE).notice() if o.resume else None
+        if notice:  # said here, once, with or without workers (under -n the controller collects nothing)
+            self.config.get_terminal_writer().line(f"resume: {notice}")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
