@@ -11,8 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.records import CASES_FILE, RUN_FILE, SELECTION_FILE, SUMMARY_FILE
 from reports.render import render_report
 from reports.runs import RunFolderError, load_run
+
+RUN_FILES = (CASES_FILE, RUN_FILE, SUMMARY_FILE, SELECTION_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", help="HTML file to write (default: report.html in the run folder, or here for several runs)")
     args = parser.parse_args(argv)
     out = Path(args.output) if args.output else (Path(args.runs[0]) / "report.html" if len(args.runs) == 1 else Path("report.html"))
+    if any(out.resolve() == (Path(folder) / name).resolve() for folder in args.runs for name in RUN_FILES) or out.is_dir():
+        print(f"error: -o {out}: is a folder or a file of a run it reads; write the report elsewhere", file=sys.stderr)
+        return 2
     try:
         runs = [load_run(folder) for folder in args.runs]
     except RunFolderError as exc:

@@ -363,6 +363,12 @@ CATALOGUE: list[Row] = [
     # ------------------------------------------------------------------ options that are wrong whatever the case
     Row("mle-with-an-editor-that-cannot-batch", ["--editor", "rome", "--mle"], "editor 'rome' cannot edit a batch", status=4,
         tool="pytest"),
+    Row("results-into-the-dataset-folder", ["--dataset-dir", "{tmp}/src", "--results-dir", "{tmp}", "--run-name", "src"],
+        "the run folder is, holds or lies inside --dataset-dir", status=4, tool="pytest", setup=published_copy),
+    Row("results-inside-the-dataset-folder", ["--dataset-dir", "{tmp}/src", "--results-dir", "{tmp}/src/results"],
+        "the run folder is, holds or lies inside --dataset-dir", status=4, tool="pytest", setup=published_copy),
+    Row("report-over-its-own-records", ["{tmp}/r/base", "-o", "{tmp}/r/base/cases.jsonl"], "is a folder or a file of a run it "
+        "reads; write the report elsewhere"),
     Row("shard-arabic-indic-digits", ["--shard", "\u0661/\u0662"], "--shard '\u0661/\u0662': expected K/N", status=4, tool="pytest"),
     Row("shard-superscript-digits", ["--shard", "\u00b2/\u00b3"], "--shard '\u00b2/\u00b3': expected K/N", status=4, tool="pytest"),
     Row("plugin-raises-at-import", ["--editor", "tests.editor_raises_at_import:X"], "importing module 'tests.editor_raises_at_import' "
