@@ -27,6 +27,7 @@ from harness.guard import CaseEdits, EditFailure, ModelDamaged, ModelGuard
 from pitfalls_editkit.contract import Editor, declared_names
 from pitfalls_editkit.facts import Edit
 from pitfalls_editkit.fingerprints import named_tensors
+from pitfalls_editkit.patches import InstalledPatches
 from pitfalls_editkit.undo import WeightJournal
 
 
@@ -55,6 +56,7 @@ class Chain:
     chain_id: str
     restart_every: int | None = None  # cases per segment (None: the whole chain is one segment)
     journal: WeightJournal = field(init=False)
+    patches: InstalledPatches = field(init=False)  # a module editor's patches: they accumulate along the chain too
     edits_applied: int = 0  # in the current segment
     case_start: int = 0  # edits_applied when the current case began (after a segment restart, if one was due)
     cases_run: int = 0  # in the current segment
@@ -64,6 +66,7 @@ class Chain:
 
     def __post_init__(self) -> None:
         self.journal = WeightJournal(self.guard.model)
+        self.patches = InstalledPatches(self.guard.model)
 
     # The chain's edits ----------------------------------------------------------------
 
@@ -90,7 +93,8 @@ class Chain:
         names = [n for n in declared_names(self.editor, model) if n in tensors]
         with torch.no_grad():
             before = {name: tensors[name].detach().clone() for name in names}
-        checked = CaseEdits(self.guard, self.editor, self.journal)
+        patches_before = self.patches.snapshot()
+        checked = CaseEdits(self.guard, self.editor, self.journal, patches=self.patches)
         start = time.perf_counter()
         try:
             checked.apply(edits, seed)
@@ -98,6 +102,7 @@ class Chain:
             with torch.no_grad():
                 for name, value in before.items():
                     tensors[name].copy_(value)
+            self.patches.roll_back(self.editor.name, patches_before)
             if self._undeclared_changes():
                 self.restore()  # what cannot be rolled back: start the chain again from the original model
             raise
@@ -115,6 +120,7 @@ class Chain:
 
     def restore(self) -> str | None:
         """Put the original model back (a new segment starts); a message when it could not be proven original."""
+        self.patches.remove_all()
         self.journal.restore()
         self.journal = WeightJournal(self.guard.model)
         self.editor.model_restored()

@@ -15,6 +15,8 @@ per check, what was found:
 * for an editor with ``compute_updates`` (``--case-batch`` runs whole cases together): it leaves the model untouched,
   returns one update per group, of declared modules only (as the harness requires), and its factors equal what ``apply`` writes, for an edit on the model and for an edit on top of an earlier one
   (to 1e-3 of the update's norm);
+* for a module editor (``kind = "modules"``): it declares no parameter, installs patches, the same edit gives the
+  same patch tensors, and after the case no hook is left and the module tree is as it was;
 * edit efficacy on the small model (the new object beats the old one; informational only).
 
 Exit status 0 when every check passed, 1 on a violation, 2 on a usage error.
@@ -31,7 +33,7 @@ from pathlib import Path
 import torch
 
 from harness.guard import EditFailure, ModelGuard, ModelState, check_updates
-from pitfalls_editkit.contract import ALL_PARAMETERS, Editor, EditorSettings, capabilities, declared_names
+from pitfalls_editkit.contract import ALL_PARAMETERS, MODULES, Editor, EditorSettings, capabilities, declared_names
 from pitfalls_editkit.facts import Edit, Entity, Relation
 from pitfalls_editkit.fingerprints import named_tensors, parameter_digest
 from pitfalls_editkit.low_rank import weight_update
@@ -70,10 +72,14 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
     declared_raw = editor.declared_parameters()
     declared = declared_names(editor, model)
     unknown = [n for n in declared if n not in dict(model.named_parameters())]
-    checks.append(Check("declares its parameters", not unknown and bool(declared),
-                        f"unknown: {unknown[0]!r}" if unknown else
-                        ("all parameters" if declared_raw == ALL_PARAMETERS else f"{len(declared)}: {', '.join(declared[:4])}"
-                         + (" ..." if len(declared) > 4 else ""))))
+    if editor.kind == MODULES:  # it adds patches; it may change no parameter
+        checks.append(Check("a module editor declares no parameter", not declared,
+                            "none" if not declared else f"declares {declared[0]!r}"))
+    else:
+        checks.append(Check("declares its parameters", not unknown and bool(declared),
+                            f"unknown: {unknown[0]!r}" if unknown else
+                            ("all parameters" if declared_raw == ALL_PARAMETERS else f"{len(declared)}: {', '.join(declared[:4])}"
+                             + (" ..." if len(declared) > 4 else ""))))
     original = parameter_digest(model)
     state = ModelState.read(model)
     guard = ModelGuard(model, reload=reload)
@@ -99,6 +105,11 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
                 wins = sum(new > old for new, old in moved)
                 checks.append(Check(f"{label}: edit efficacy (informational)", None, f"new object beats old in {wins}/{len(batch)}"))
                 after = {name: named_tensors(model)[name].detach().clone() for name in changed}
+                if editor.kind == MODULES:  # what the edit is: the patches' tensors
+                    installed = case.patches.patches if case.patches is not None else {}
+                    checks.append(Check(f"{label}: installs patches", bool(installed), ", ".join(installed) or "none"))
+                    after.update({f"{module}:{key}": value.detach().clone() for module, patch in installed.items()
+                                  for key, value in patch.state_dict().items()})
         except EditFailure as exc:
             if not any(c.name == f"{label}: edit" for c in checks):
                 checks.append(Check(f"{label}: contract after the edit", False, str(exc)))
@@ -134,6 +145,8 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
     now = ModelState.read(model)
     hooks_left = now.hooks - state.hooks
     checks.append(Check("no hooks left behind", not hooks_left, f"{len(hooks_left)} left" if hooks_left else "none"))
+    checks.append(Check("the module tree as it was", now.modules == state.modules,
+                        "unchanged" if now.modules == state.modules else f"added {sorted(now.modules - state.modules)[:2]}"))
     checks.append(Check("no requires_grad / train-mode / config change",
                         now.requires_grad == state.requires_grad and now.training == state.training and now.config == state.config,
                         "unchanged" if now.requires_grad == state.requires_grad and now.training == state.training

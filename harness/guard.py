@@ -31,10 +31,11 @@ from typing import Any, TypeVar
 
 import torch
 
-from pitfalls_editkit.contract import Editor, declared_names
+from pitfalls_editkit.contract import MODULES, Editor, declared_names
 from pitfalls_editkit.facts import Edit
 from pitfalls_editkit.fingerprints import named_tensors, parameter_fingerprints
 from pitfalls_editkit.low_rank import LowRankUpdate
+from pitfalls_editkit.patches import InstalledPatches, PatchError
 from pitfalls_editkit.undo import WeightJournal
 
 T = TypeVar("T")
@@ -72,6 +73,7 @@ class ModelState:
     requires_grad: set[str]  # parameters that require grad
     config: str  # hash of the config's JSON
     tensor_ids: dict[str, int]  # id() of each parameter/buffer object (replaced tensors are a violation)
+    modules: frozenset[str] = frozenset()  # the module tree's names (a module added or removed is a violation)
 
     @classmethod
     def read(cls, model: torch.nn.Module) -> ModelState:
@@ -85,6 +87,7 @@ class ModelState:
             requires_grad={name for name, p in model.named_parameters() if p.requires_grad},
             config=hashlib.sha256(config_text.encode()).hexdigest(),
             tensor_ids={name: id(t) for name, t in named_tensors(model).items()},
+            modules=frozenset(name for name, _ in model.named_modules()),
         )
 
 
@@ -122,14 +125,15 @@ class ModelGuard:
     def _versions(self) -> dict[str, int]:
         return {name: t._version for name, t in named_tensors(self.model).items()}
 
-    def _state_problems(self) -> list[str]:
+    def _state_problems(self, owned_hooks: set[tuple[str, str, int]] = frozenset()) -> list[str]:
+        """What differs from the baseline besides tensor values; ``owned_hooks``: the patches the harness installed."""
         start = time.perf_counter()
         try:
-            return self._read_state_problems()
+            return self._read_state_problems(owned_hooks)
         finally:
             self.stats.state_seconds += time.perf_counter() - start
 
-    def _read_state_problems(self) -> list[str]:
+    def _read_state_problems(self, owned_hooks: set[tuple[str, str, int]]) -> list[str]:
         now = ModelState.read(self.model)
         problems = []
         if now.tensor_ids.keys() != self.state.tensor_ids.keys():
@@ -139,8 +143,11 @@ class ModelGuard:
         replaced = sorted(n for n in now.tensor_ids.keys() & self.state.tensor_ids.keys() if now.tensor_ids[n] != self.state.tensor_ids[n])
         if replaced:
             problems.append(f"replaced tensor {replaced[0]!r} instead of changing it in place")
-        if now.hooks - self.state.hooks:
-            name, kind, _ = sorted(now.hooks - self.state.hooks)[0]
+        if now.modules != self.state.modules:
+            added, removed = sorted(now.modules - self.state.modules), sorted(self.state.modules - now.modules)
+            problems.append(f"changed the module tree (added {added[:3]}, removed {removed[:3]})")
+        if now.hooks - self.state.hooks - owned_hooks:
+            name, kind, _ = sorted(now.hooks - self.state.hooks - owned_hooks)[0]
             problems.append(f"left a hook behind ({kind} on {name or 'the model'!r})")
         if now.training != self.state.training:
             problems.append("changed the train/eval mode of the model")
@@ -221,11 +228,12 @@ class ModelGuard:
         if self.damaged:
             raise ModelDamaged(self.damaged)
         journal = WeightJournal(self.model)
-        edits = CaseEdits(self, editor, journal)
+        edits = CaseEdits(self, editor, journal, patches=InstalledPatches(self.model))
         failure: EditFailure | None = None
         try:
             yield edits
         finally:
+            edits.patches.remove_all()
             journal.restore()
             editor.model_restored()
             failure = self._after_case(editor, edits)
@@ -254,6 +262,7 @@ class CaseEdits:
     guard: ModelGuard
     editor: Editor
     journal: WeightJournal
+    patches: InstalledPatches | None = None  # a module editor's patches (None: a weight editor's edits only)
     failure: EditFailure | None = None
     seconds: float = 0.0
     applied: list[str] = field(default_factory=list)
@@ -277,7 +286,14 @@ class CaseEdits:
         torch.manual_seed(seed)
         start = time.perf_counter()
         try:
-            editor.apply(edits)
+            returned = editor.apply(edits)
+            if editor.kind == MODULES:
+                if self.patches is None:
+                    raise PatchError(f"editor {editor.name!r} is a module editor, and this mode installs no patches")
+                self.patches.install(editor.name, returned)
+        except PatchError as exc:
+            self.failure = EditFailure(str(exc))
+            raise self.failure from exc
         except Exception as exc:  # the editor's own error: recorded on the case, the model restored on leaving
             message = " ".join(str(exc).split())[:400] or type(exc).__name__
             self.failure = EditFailure(f"editor {editor.name!r} raised {type(exc).__name__} during {edits[0].describe()}: {message}")
@@ -291,7 +307,7 @@ class CaseEdits:
             self.failure = EditFailure(f"editor {editor.name!r} changed {written[0]!r}, which it did not declare "
                                        f"(declared: {self.declared_text()})")
             raise self.failure
-        problems = guard._state_problems()
+        problems = guard._state_problems(self.patches.hook_keys() if self.patches is not None else set())
         if problems:
             self.failure = EditFailure(f"editor {editor.name!r} broke the contract: {problems[0]}")
             raise self.failure

@@ -2,8 +2,9 @@
 
     from pitfalls_editkit import Editor, EditorSettings, Edit, LoadedModel, ALL_PARAMETERS
 
-* ``contract``: :class:`Editor` (what an editor implements), :class:`EditorSettings`, ``ALL_PARAMETERS``,
-  ``capabilities``, ``declared_names``;
+* ``contract``: :class:`Editor` (what an editor implements), :class:`ModuleEditor` (an editor that adds patches
+  instead of overwriting weights), :class:`EditorSettings`, ``ALL_PARAMETERS``, ``capabilities``, ``declared_names``;
+* ``patches``: :class:`Patch` (a module editor's computation at one module, installed by the harness);
 * ``facts``: :class:`Edit`, :class:`Entity`, :class:`Relation`, :class:`Fact`, ``fill`` (prompt templates);
 * ``models``: :class:`LoadedModel` (model, tokenizer, device, family, fingerprint), ``load_model``;
 * ``nethook``: ``Trace`` (a reversible hook), ``get_module``;
@@ -40,6 +41,7 @@ _PUBLIC = {
     "out_in_shape": "pitfalls_editkit.low_rank", "combined": "pitfalls_editkit.low_rank",
     "Encoded": "pitfalls_editkit.scoring", "StopForward": "pitfalls_editkit.nethook", "TemplateError": "pitfalls_editkit.facts",
     "ModelLoadError": "pitfalls_editkit.presets",
+    "ModuleEditor": "pitfalls_editkit.contract", "Patch": "pitfalls_editkit.patches",
 }
 __all__ = list(_PUBLIC)
 

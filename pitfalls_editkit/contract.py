@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -76,8 +76,11 @@ from pitfalls_editkit.hparams import HyperParamsError, check_templates, editor_h
 if TYPE_CHECKING:
     from pitfalls_editkit.low_rank import LowRankUpdate
     from pitfalls_editkit.models import LoadedModel
+    from pitfalls_editkit.patches import Patch
 
 ALL_PARAMETERS = "all"  # what an editor that cannot say which parameters it changes declares
+WEIGHTS, MODULES = "weights", "modules"  # the kinds of editor (Editor.kind)
+KINDS = (WEIGHTS, MODULES)
 
 T = TypeVar("T")
 
@@ -121,6 +124,7 @@ class Editor(abc.ABC):
     """
 
     name: ClassVar[str]
+    kind: ClassVar[str] = WEIGHTS  # weights: apply() overwrites declared parameters; modules: see ModuleEditor
     supports_batch: ClassVar[bool] = False  # can apply several edits as one joint update (needed by --mle)
     can_prepare: ClassVar[bool] = False  # offers prepare(): the harness calls it only when this is True
     can_compute_updates: ClassVar[bool] = False  # offers compute_updates(): likewise
@@ -241,3 +245,31 @@ class Editor(abc.ABC):
         path, hparams = editor_hparams(self.name, [], hparams_class, self.loaded, path, dict(self.settings.hparams_values))
         check_templates(path, self.loaded.model, hparams, self.loaded.num_layers)
         return path, hparams
+
+
+class ModuleEditor(Editor):
+    """An editor that adds computation beside the model instead of overwriting it (GRACE, WISE, adapters).
+
+    :meth:`apply` returns the patches that must be in place after the edit: a mapping of module name (as in
+    ``model.named_modules()``) to :class:`pitfalls_editkit.patches.Patch`. The harness installs each as a forward
+    hook on that module (every forward pass, scoring and generation included, runs through it). A patch returned
+    again, changed in place (a codebook that grew), stays installed; another object at the same module replaces it.
+    Keep the editor's edit state inside its patches: the harness copies them before each edit and, in a chain
+    (``--sequential``), puts a failed edit's patches back as they were, in place.
+
+    The harness removes every patch when the case ends (in a chain: when the chain or its segment ends), then calls
+    :meth:`model_restored`: start the next case with no patch. It proves the removal: no hook left, the module tree
+    unchanged, every parameter and buffer bit-identical. A module editor changes no parameter
+    (:meth:`declared_parameters` is empty and the guard checks it), registers no hook of its own and adds no module
+    to the model. ``--case-batch`` runs its cases one at a time (it offers neither ``prepare`` nor
+    ``compute_updates``); ``--mle`` needs ``supports_batch``.
+    """
+
+    kind: ClassVar[str] = MODULES
+
+    def declared_parameters(self) -> Collection[str] | str:
+        return []
+
+    @abc.abstractmethod
+    def apply(self, edits: Sequence[Edit]) -> Mapping[str, Patch]:  # type: ignore[override]
+        """The patches to have installed after ``edits`` (module name -> Patch)."""

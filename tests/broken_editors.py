@@ -190,3 +190,105 @@ class ConstructorRaises(_Nudges):
 
     def __init__(self, loaded, settings):
         raise RuntimeError("injected failure in the constructor")
+
+
+# Module editors (Editor.kind = "modules"): patches the harness installs, on tiny-llama.
+
+from pitfalls_editkit import ModuleEditor, Patch  # noqa: E402
+
+STEERED = "model.layers.1"  # tiny-llama's last decoder layer
+
+
+class AddVector(Patch):
+    """Adds its vectors, one per edit, to the layer's hidden states: a real (if crude) side memory that grows."""
+
+    def __init__(self, width: int, device) -> None:
+        super().__init__()
+        self.register_buffer("vectors", torch.zeros(0, width, device=device))
+
+    def forward(self, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden + self.vectors.sum(0)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+class Steer(ModuleEditor):
+    """Moves the last layer's output toward the new object's unembedding: one vector per edit, in one growing patch."""
+
+    name = "steer"
+    supports_batch = True
+
+    def __init__(self, loaded, settings):
+        super().__init__(loaded, settings)
+        self.patch: AddVector | None = None
+
+    def direction(self, edit) -> torch.Tensor:
+        tok, unembed = self.loaded.tokenizer, self.loaded.model.get_output_embeddings().weight
+        new, old = (tok(" " + label, add_special_tokens=False).input_ids[0] for label in (edit.new_object.label, edit.object.label))
+        return (unembed[new] - unembed[old]).detach() * 20.0
+
+    def apply(self, edits):
+        if self.patch is None:
+            self.patch = AddVector(self.loaded.model.config.hidden_size, self.loaded.device)
+        self.patch.vectors = torch.cat([self.patch.vectors, torch.stack([self.direction(e) for e in edits])])
+        return {STEERED: self.patch}
+
+    def model_restored(self):
+        self.patch = None
+
+
+class SteerFailsThird(Steer):
+    """Grows its patch, then fails, on the third edit it is given: the chain must roll the patch back."""
+
+    name = "steer-fails-third"
+
+    def __init__(self, loaded, settings):
+        super().__init__(loaded, settings)
+        self.calls = 0
+
+    def apply(self, edits):
+        self.calls += 1
+        patches = super().apply(edits)
+        if self.calls == 3:
+            raise RuntimeError("injected failure on the third edit")
+        return patches
+
+
+class SteerLeavesAHook(Steer):
+    """Registers a hook of its own besides its patch."""
+
+    name = "steer-leaves-a-hook"
+
+    def apply(self, edits):
+        self.loaded.model.get_submodule(STEERED).register_forward_hook(lambda module, inputs, output: None)
+        return super().apply(edits)
+
+
+class SteerChangesAWeight(Steer):
+    """Also writes a weight, which a module editor may not."""
+
+    name = "steer-changes-a-weight"
+
+    def apply(self, edits):
+        with torch.no_grad():
+            self.loaded.model.get_parameter(DECLARED).add_(0.01)
+        return super().apply(edits)
+
+
+class SteerAddsAModule(Steer):
+    """Puts a module of its own into the model instead of returning a patch for the harness to install."""
+
+    name = "steer-adds-a-module"
+
+    def apply(self, edits):
+        self.loaded.model.get_submodule(STEERED).extra = torch.nn.Identity()
+        return super().apply(edits)
+
+
+class SteerReturnsNothing(Steer):
+    """Forgets to return its patches."""
+
+    name = "steer-returns-nothing"
+
+    def apply(self, edits):
+        super().apply(edits)

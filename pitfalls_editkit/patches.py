@@ -1,0 +1,96 @@
+"""Module editors' computation: patches the harness installs at named modules, journals, and removes.
+
+A module editor (``Editor.kind = "modules"``) does not overwrite weights: its
+``apply`` returns :class:`Patch` objects keyed by module name (GRACE's codebook
+around one layer, a side memory, an adapter). The harness, not the editor,
+installs each one as a forward hook on its module through
+:class:`InstalledPatches`, so every forward pass (scoring, batched scoring,
+generation) runs through it. The harness keeps a copy of every patch before each
+edit (a failed edit in a chain is rolled back to it), removes every hook when
+the case or the chain ends, and proves the model original again.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.hooks import RemovableHandle
+
+
+class Patch(torch.nn.Module):
+    """Computation added at one module: ``forward(inputs, output)`` returns the module's output as patched.
+
+    Keep what the patch needs (keys, values, radii, adapter factors) as its own buffers or parameters, created
+    on the model's device; never hold a reference to a tensor of the model and change it.
+    """
+
+    def forward(self, inputs: tuple[Any, ...], output: Any) -> Any:  # pragma: no cover - the contract's shape
+        raise NotImplementedError
+
+
+class PatchError(ValueError):
+    """What a module editor's ``apply`` returned cannot be installed; the message names it."""
+
+
+class InstalledPatches:
+    """The patches on one model, each a forward hook the harness registered (and only the harness removes)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.patches: dict[str, Patch] = {}
+        self._handles: dict[str, RemovableHandle] = {}
+
+    def install(self, editor_name: str, returned: Any) -> None:
+        """Install what ``apply`` returned: a mapping of module name to :class:`Patch` (a patch already installed at
+        that module may be returned again, changed in place; another object replaces it)."""
+        if not isinstance(returned, Mapping):
+            raise PatchError(f"editor {editor_name!r} is a module editor: apply() must return a mapping of module name to "
+                             f"Patch, got {type(returned).__name__}")
+        modules = dict(self.model.named_modules())
+        for name, patch in returned.items():
+            if not isinstance(patch, Patch):
+                raise PatchError(f"editor {editor_name!r}: apply() returned {type(patch).__name__} for {name!r}, not a Patch")
+            if name not in modules or not name:
+                raise PatchError(f"editor {editor_name!r}: apply() returned a patch for {name!r}, which is not a module of "
+                                 "the model")
+            if self.patches.get(name) is patch:
+                continue
+            if name in self._handles:
+                self._handles.pop(name).remove()
+            self.patches[name] = patch
+            self._handles[name] = modules[name].register_forward_hook(_run_patch(patch))
+
+    def hook_keys(self) -> set[tuple[str, str, int]]:
+        """The hooks the harness owns, as ``harness.guard.ModelState`` names hooks."""
+        return {(name, "_forward_hooks", handle.id) for name, handle in self._handles.items()}
+
+    def snapshot(self) -> dict[str, tuple[Patch, Patch]]:
+        """Every patch now, with a copy of its state (its tensors cloned), to roll back to."""
+        return {name: (patch, copy.deepcopy(patch)) for name, patch in self.patches.items()}
+
+    def roll_back(self, editor_name: str, snapshot: dict[str, tuple[Patch, Patch]]) -> None:
+        """Put the patches back as they were at ``snapshot``, in place: the same objects (an editor keeps references
+        to its patches) with their state copied back; patches added since are removed."""
+        self.remove_all()
+        for patch, saved in snapshot.values():
+            patch.__dict__.clear()
+            patch.__dict__.update(copy.deepcopy(saved).__dict__)
+        self.install(editor_name, {name: patch for name, (patch, _) in snapshot.items()})
+
+    def remove_all(self) -> None:
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles.clear()
+        self.patches.clear()
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+
+def _run_patch(patch: Patch):
+    def hook(module: torch.nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        return patch(inputs, output)
+    return hook
