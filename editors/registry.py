@@ -32,6 +32,7 @@ SHIPPED = {
     "memit": "editors.memit:MEMIT",
     "emmet": "editors.emmet:EMMET",
     "alphaedit": "editors.alphaedit:AlphaEdit",
+    "grace": "editors.grace:GRACE",
 }
 
 

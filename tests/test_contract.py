@@ -42,7 +42,7 @@ def example_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-@pytest.mark.parametrize("spec", ["rome", "memit", "ft", "mend", "r-rome", "emmet", "alphaedit", EXAMPLE_CLASS])
+@pytest.mark.parametrize("spec", ["rome", "memit", "ft", "mend", "r-rome", "emmet", "alphaedit", "grace", EXAMPLE_CLASS])
 def test_checker_passes_every_shipped_editor_and_the_example(tiny_loader, cache_dir, spec, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE))
     loaded = tiny_loader("tiny-llama")
