@@ -292,3 +292,23 @@ class SteerReturnsNothing(Steer):
 
     def apply(self, edits):
         super().apply(edits)
+
+
+class Exploding(AddVector):
+    def forward(self, inputs, output):
+        raise RuntimeError("injected failure inside the patch")
+
+
+class SteerPatchRaisesInScoring(Steer):
+    """In the first case it edits, its patch raises when the model runs (while the case scores); later cases are
+    plain Steer: the first case is an error, and the next begins with no patch left."""
+
+    name = "steer-patch-raises"
+    exploded = False
+
+    def apply(self, edits):
+        super().apply(edits)
+        if not SteerPatchRaisesInScoring.exploded:
+            SteerPatchRaisesInScoring.exploded = True
+            self.patch.__class__ = Exploding
+        return {STEERED: self.patch}

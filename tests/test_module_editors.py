@@ -106,3 +106,15 @@ def test_a_module_editor_runs_in_the_suites_alone_and_on_a_chain(published, cach
         assert proc.returncode == 0, proc.output[-3000:]
         lines = records(tmp_path / name / "cases.jsonl")
         assert len(lines) == 5 and {r["status"] for r in lines} == {"ok"}, [r.get("error") for r in lines]
+
+
+@pytest.mark.slow
+def test_a_patch_that_raises_while_the_case_scores_is_that_cases_error_and_the_next_case_runs_clean(published, cache_dir,
+                                                                                                    tmp_path):
+    proc = run_pytest(suite_args(published, tmp_path, "--editor", "tests.broken_editors:SteerPatchRaisesInScoring",
+                                 "--record-only", "--limit", "1", "-m", "easy or hard", model="tiny-llama", run_name="raises"),
+                      cache_dir)
+    first, second = records(tmp_path / "raises" / "cases.jsonl")
+    assert first["status"] == "error" and "injected failure inside the patch" in first["error"], first
+    assert second["status"] == "ok", second  # its unedited-model scores ran with no patch of the first case left
+    assert "Traceback" not in proc.output
