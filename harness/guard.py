@@ -13,6 +13,11 @@ it clones what the editor declares before each edit, and checks
   of every tensor against the baseline (every bit; this also catches writes
   through ``.data``, which no version counter sees).
 
+A module editor's patches (``pitfalls_editkit.patches``) are installed by the
+case as forward hooks the guard owns (they are not "hooks left behind" while
+the case runs), and removed before the case's checks: after the case no hook is
+left and the module tree is the baseline's, as for every editor.
+
 A violation or an exception in the editor becomes one :class:`EditFailure`
 naming the editor (and the parameter); the model is restored before it
 propagates, from the clones, or, when an undeclared tensor changed, by
