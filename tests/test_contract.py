@@ -134,7 +134,7 @@ def test_a_plugin_editor_runs_by_entry_point_and_by_class_beside_rome(example_in
     html = (tmp_path / "both.html").read_text(encoding="utf-8")
     assert "example-ft" in html and "rome" in html
     unknown = run_pytest(["suites/", "--editor", "nosuch"], cache_dir, pythonpath=[example_installed])
-    assert "unknown editor (known: alphaedit, emmet, example-ft, ft, memit, mend, r-rome, rome;" in unknown.stderr
+    assert "unknown editor (known: alphaedit, emmet, example-ft, ft, grace, memit, mend, r-rome, rome;" in unknown.stderr
 
 
 def test_a_users_own_test_file_runs_a_hand_written_case(cache_dir, tmp_path):
