@@ -214,7 +214,7 @@ def check_second_moment(stats: object, size: int | None, path: Path) -> None:
     if asymmetry > SYMMETRY_TOLERANCE:
         raise StatsFileError(f"{path}: the second moment is not symmetric (max |C - C^T| / max |C| = {asymmetry:.2g}); {todo}")
     # C + tol * max(diag C) * I has a Cholesky factor exactly when no eigenvalue of C is below -tol * max(diag C)
-    # (a third of eigvalsh's cost: it runs on GPT-J's 16384-wide modules too).
+    # (a factorization, not an eigendecomposition: it is meant to run on GPT-J's 16384-wide modules too).
     shift = PSD_TOLERANCE * float(matrix.diagonal().max().clamp(min=0)) or PSD_TOLERANCE * scale
     _, info = torch.linalg.cholesky_ex((matrix + matrix.T) / 2 + shift * torch.eye(matrix.shape[0], dtype=matrix.dtype))
     if int(info) != 0:
