@@ -272,7 +272,8 @@ def test_the_catalogue_is_large_and_its_ids_unique():
     assert len(CATALOGUE) >= 40 and len({b.id for b in CATALOGUE}) == len(CATALOGUE)
 
 
-@pytest.mark.parametrize("bad", CATALOGUE, ids=[b.id for b in CATALOGUE])
+@pytest.mark.parametrize("bad", [pytest.param(b, marks=pytest.mark.slow) if b.tiny_run else b for b in CATALOGUE],
+                         ids=[b.id for b in CATALOGUE])  # rows that load a model and run cases: the full loop
 def test_bad_input_is_one_clear_line(bad: Bad, dataset_copy: Path, tmp_path: Path, published: Path, cache_dir: Path):
     work = tmp_path / "work"
     work.mkdir()
