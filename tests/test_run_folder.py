@@ -86,6 +86,7 @@ def test_a_resumed_record_that_is_not_finished_runs_again_and_is_said(published,
     assert resumed.returncode == 0, resumed.output[-3000:]
     assert f"resume: {log}: 1 line(s) are not finished records and were left out (line 1: metrics." in resumed.output
     assert "record(s) of cases outside the run's selection" in resumed.output, resumed.output[-3000:]
+    assert "cases already recorded in" in resumed.output, resumed.output[-3000:]  # said with workers too
     after = lines(log)
     assert len(after) == 4 and after[-1]["case_id"] == first[0]["case_id"] and after[-1]["status"] == "ok"
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())["splits"]

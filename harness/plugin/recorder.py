@@ -167,9 +167,14 @@ class ResultsRecorder:
             raise pytest.UsageError(str(exc)) from None
         state = self.config.stash[STATE]
         state.prior_run = {"run_dir": str(self.run_dir), "config": read_run_config(self.run_dir)}
-        notice = read_cases(self.run_dir / CASES_FILE).notice() if o.resume else None
-        if notice:  # said here, once, with or without workers (under -n the controller collects nothing)
-            self.config.get_terminal_writer().line(f"resume: {notice}")
+        if o.resume:  # said here, once, with or without workers (under -n the controller collects nothing)
+            lines = read_cases(self.run_dir / CASES_FILE)
+            if lines.notice():
+                self.config.get_terminal_writer().line(f"resume: {lines.notice()}")
+            if self.config.pluginmanager.has_plugin("dsession"):  # without workers, collection says how many run
+                finished = sum(1 for r in lines.latest() if r.ok)
+                self.config.get_terminal_writer().line(f"resume: {finished} cases already recorded in {self.run_dir}; "
+                                                       "the workers skip those among their cases")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
