@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -103,20 +102,12 @@ class CaseLog:
         self._handle.close()
 
 
-def latest_per_case(records: list[CaseRecord]) -> list[CaseRecord]:
-    """One record per case id, the last written (a resumed or repeated run appends)."""
-    return list({r.case_id: r for r in records}.values())
-
-
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a crash or a full disk
-    leaves the old file or the new one, never a torn one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Replace ``path`` with ``text`` through a temporary file renamed over it (``pitfalls_editkit.cache.atomic_replace``):
+    a crash or a full disk leaves the old file or the new one, never a torn one."""
+    from pitfalls_editkit.cache import atomic_replace  # imports torch: not at the plugin's load
+
+    atomic_replace(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
 # run.json keys that may differ between two sessions of one run: with what software it ran, how it was asked, and

@@ -11,6 +11,7 @@ number) is left out and said, so its case counts as not finished and a
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,19 @@ class RunFileError(ValueError):
     """A run-folder file that cannot be used; the message names it and says what to do."""
 
 
+def _present(path: Path) -> bool:
+    """The file is there to be read (a dangling link too: reading it says so)."""
+    return path.exists() or path.is_symlink()
+
+
 def _read_text(path: Path, what_to_do: str, limit: int | None = None) -> str:
     """The file's text, or one line: not a regular file, unreadable, too large, not UTF-8."""
     try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
             raise RunFileError(f"{path}: not a regular file; {what_to_do}")
-        if limit is not None and path.stat().st_size > limit:
-            raise RunFileError(f"{path}: {path.stat().st_size} bytes, more than a run file holds ({limit}); {what_to_do}")
+        if limit is not None and status.st_size > limit:
+            raise RunFileError(f"{path}: {status.st_size} bytes, more than a run file holds ({limit}); {what_to_do}")
         data = path.read_bytes()
     except OSError as exc:
         raise RunFileError(f"{path}: cannot read it ({exc.strerror or exc}); {what_to_do}") from None
@@ -78,7 +84,7 @@ def read_run_config(folder: Path) -> dict[str, Any]:
     configuration in every line (``config``): the first such line is used."""
     path = folder / RUN_FILE
     todo = "restore it from a copy, or write this run into another --run-name / output folder"
-    if path.exists() or path.is_symlink():
+    if _present(path):
         config = _read_object(path, todo)
         for key, kinds in RUN_JSON_TYPES.items():
             _expect(path, config, key, kinds, todo)
@@ -90,32 +96,23 @@ def read_run_config(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def _raw_lines(path: Path) -> list[Any]:
-    """The parsable JSON lines of an older run's ``cases.jsonl`` (for its per-line configuration)."""
+def _raw_lines(path: Path) -> Iterator[Any]:
+    """The parsable JSON lines of an older run's ``cases.jsonl``, in order (read until its configuration is found)."""
     if not path.is_file():
-        return []
-    parsed = []
+        return
     for number, line in enumerate(_read_text(path, "restore it or choose another run folder").splitlines(), 1):
         try:
-            parsed.append(loads(line, f"{path} line {number}"))
+            yield loads(line, f"{path} line {number}")
         except JsonInputError:
             continue
-    return parsed
 
 
 # --------------------------------------------------------------------------- cases.jsonl
 
-_FIELD_KINDS: dict[str, tuple[type, ...]] = {}
-
-
-def _field_kinds() -> dict[str, tuple[type, ...]]:
-    """CaseRecord's fields -> the JSON types each may hold (None allowed where the default is None)."""
-    if not _FIELD_KINDS:
-        by_annotation = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float), "int | None": (int, type(None)),
-                         "dict[str, Any]": (dict,), "dict[str, float]": (dict,), "list[str]": (list,)}
-        for f in fields(CaseRecord):
-            _FIELD_KINDS[f.name] = by_annotation[str(f.type)]
-    return _FIELD_KINDS
+_KINDS_OF_ANNOTATION = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float), "int | None": (int, type(None)),
+                        "dict[str, Any]": (dict,), "dict[str, float]": (dict,), "list[str]": (list,)}
+# CaseRecord's fields -> the JSON types each may hold (None where the annotation allows it).
+FIELD_KINDS: dict[str, tuple[type, ...]] = {f.name: _KINDS_OF_ANNOTATION[str(f.type)] for f in fields(CaseRecord)}
 
 
 def case_problem(data: Any) -> str | None:
@@ -123,12 +120,11 @@ def case_problem(data: Any) -> str | None:
     every metric of its split as a finite number; a record with status "error" is a valid, unfinished case."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not a record"
-    kinds = _field_kinds()
     for name in ("case_id", "benchmark", "split", "index", "group"):
         if name not in data:
             return f"no {name!r}"
     for name, value in data.items():
-        allowed = kinds.get(name)
+        allowed = FIELD_KINDS.get(name)
         if allowed is None:
             continue
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
@@ -189,7 +185,7 @@ class CaseLines:
 def read_cases(path: Path) -> CaseLines:
     """Every line of ``cases.jsonl`` checked (a missing file holds no record)."""
     lines = CaseLines(path)
-    if not path.exists() and not path.is_symlink():
+    if not _present(path):
         return lines
     text = _read_text(path, "restore it from a copy, or choose another run folder")
     for number, line in enumerate(text.splitlines(), 1):
@@ -224,7 +220,7 @@ class Selection:
 
 def read_selection(folder: Path) -> Selection | None:
     path = folder / SELECTION_FILE
-    if not path.exists() and not path.is_symlink():
+    if not _present(path):
         return None
     todo = "remove it (the report then cannot tell how many cases were selected) or run again with --resume"
     data = _read_object(path, todo)
@@ -241,7 +237,7 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
     """``summary.json`` (written when a session ends; None before). Only its configuration is used by readers:
     the numbers are computed again from the records."""
     path = folder / SUMMARY_FILE
-    if not path.exists() and not path.is_symlink():
+    if not _present(path):
         return None
     todo = "remove it: it is written again from cases.jsonl when the run is resumed or merged"
     data = _read_object(path, todo)
