@@ -106,7 +106,7 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
                 checks.append(Check(f"{label}: edit efficacy (informational)", None, f"new object beats old in {wins}/{len(batch)}"))
                 after = {name: named_tensors(model)[name].detach().clone() for name in changed}
                 if editor.kind == MODULES:  # what the edit is: the patches' tensors
-                    installed = case.patches.patches if case.patches is not None else {}
+                    installed = case.patches.patches
                     checks.append(Check(f"{label}: installs patches", bool(installed), ", ".join(installed) or "none"))
                     after.update({f"{module}:{key}": value.detach().clone() for module, patch in installed.items()
                                   for key, value in patch.state_dict().items()})
@@ -220,10 +220,8 @@ def format_table(spec: str, model_name: str, checks: list[Check]) -> str:
 
 
 def _refused_option(args: argparse.Namespace) -> str | None:
-    """The option values the suites refuse (harness.plugin.options.check_options), refused here alike."""
-    device = args.device
-    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit()):
-        return f"--device {device!r}: expected auto, cpu, cuda or cuda:N"
+    """The option values the suites refuse (harness.plugin.options.check_options), refused here alike (a --device
+    the suites refuse is refused by resolve_device, with the same line)."""
     if args.stats_tokens < 1:
         return f"--stats-tokens {args.stats_tokens}: must be at least 1"
     if args.hparams is not None and not Path(args.hparams).expanduser().is_file():

@@ -267,7 +267,7 @@ class CaseEdits:
     guard: ModelGuard
     editor: Editor
     journal: WeightJournal
-    patches: InstalledPatches | None = None  # a module editor's patches (None: a weight editor's edits only)
+    patches: InstalledPatches  # a module editor's patches (none for a weight editor)
     failure: EditFailure | None = None
     seconds: float = 0.0
     applied: list[str] = field(default_factory=list)
@@ -293,8 +293,6 @@ class CaseEdits:
         try:
             returned = editor.apply(edits)
             if editor.kind == MODULES:
-                if self.patches is None:
-                    raise PatchError(f"editor {editor.name!r} is a module editor, and this mode installs no patches")
                 self.patches.install(editor.name, returned)
         except PatchError as exc:
             self.failure = EditFailure(str(exc))
@@ -312,7 +310,7 @@ class CaseEdits:
             self.failure = EditFailure(f"editor {editor.name!r} changed {written[0]!r}, which it did not declare "
                                        f"(declared: {self.declared_text()})")
             raise self.failure
-        problems = guard._state_problems(self.patches.hook_keys() if self.patches is not None else set())
+        problems = guard._state_problems(self.patches.hook_keys())
         if problems:
             self.failure = EditFailure(f"editor {editor.name!r} broke the contract: {problems[0]}")
             raise self.failure

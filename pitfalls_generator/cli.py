@@ -26,6 +26,7 @@ from pathlib import Path
 from pitfalls_benchmark.datasets import DatasetError, load_dataset
 from pitfalls_benchmark.splits import BENCHMARKS, ROUND_SPLITS, SPLITS
 from pitfalls_editkit.cache import default_cache_dir, locked
+from pitfalls_editkit.folders import overlaps
 from pitfalls_generator.cases import GenerationSettings, generate_cases
 from pitfalls_generator.closeness import SUMMARY as CLOSENESS_SUMMARY
 from pitfalls_generator.graph import KnowledgeGraph, read_triples_file
@@ -154,12 +155,8 @@ def _model_filter(args: argparse.Namespace):
 
 def input_inside(out: Path, inputs: dict[str, str | None]) -> str | None:
     """Why ``out`` overlaps one of the inputs (the folder is, holds or lies inside it), or None."""
-    target = out.resolve()
     for option, value in inputs.items():
-        if not value:
-            continue
-        source = Path(value).expanduser().resolve()
-        if target == source or target in source.parents or (source.is_dir() and source in target.parents):
+        if value and overlaps(out, value):
             return f"is, holds or lies inside the input of {option} {value}"
     return None
 

@@ -13,9 +13,21 @@ from pathlib import Path
 
 from harness.records import CASES_FILE, RUN_FILE, SELECTION_FILE, SUMMARY_FILE
 from reports.render import render_report
-from reports.runs import RunFolderError, load_run
+from reports.runs import Run, RunFolderError, load_run
 
 RUN_FILES = (CASES_FILE, RUN_FILE, SUMMARY_FILE, SELECTION_FILE)
+
+
+def _load_runs(folders: list[str]) -> list[Run] | None:
+    """The runs, each line they left out printed as a note; None (the error printed) when one cannot be read."""
+    try:
+        runs = [load_run(folder) for folder in folders]
+    except RunFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    for notice in (n for run in runs for n in run.notices):
+        print(f"note: {notice}", file=sys.stderr)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(argv) == 1:
             print(f"usage: python -m reports {argv[0]} RUN_DIR [RUN_DIR ...]", file=sys.stderr)
             return 2
-        try:
-            runs = [load_run(folder) for folder in argv[1:]]
-        except RunFolderError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        runs = _load_runs(argv[1:])
+        if runs is None:
             return 2
-        for notice in (n for run in runs for n in run.notices):
-            print(f"note: {notice}", file=sys.stderr)
         print(print_table(runs))
         return 0
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
@@ -49,13 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(out.resolve() == (Path(folder) / name).resolve() for folder in args.runs for name in RUN_FILES) or out.is_dir():
         print(f"error: -o {out}: is a folder or a file of a run it reads; write the report elsewhere", file=sys.stderr)
         return 2
-    try:
-        runs = [load_run(folder) for folder in args.runs]
-    except RunFolderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    runs = _load_runs(args.runs)
+    if runs is None:
         return 2
-    for notice in (n for run in runs for n in run.notices):
-        print(f"note: {notice}", file=sys.stderr)
     path = render_report(runs, out)
     print(f"report: {path.resolve()}")
     return 0

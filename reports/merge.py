@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.records import CASES_FILE, RUN_FILE, SELECTION_FILE, CaseLog, CaseRecord, write_run_config, write_summary
 from harness.run_files import RunFileError, read_cases, read_run_config, read_selection
+from pitfalls_editkit.folders import overlaps
 
 # Run facts that may differ between shards of one run.
 PER_SHARD = ("shard", "git_commit", "versions", "device")
@@ -49,15 +50,10 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in config.items() if k not in (*PER_SHARD, "requested")}, "requested": requested}
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    a, b = a.resolve(), b.resolve()
-    return a == b or a in b.parents or b in a.parents
-
-
 def check_output(out: Path, shards: list[Path], replace: bool) -> None:
     """Refuse an output that is, holds or lies inside a shard folder, or that holds a run (unless ``replace``)."""
     for folder in shards:
-        if _overlaps(out, folder):
+        if overlaps(out, folder):
             raise MergeError(f"{out}: is, holds or lies inside the shard folder {folder}; merge into a new folder")
     if out.exists() and not out.is_dir():
         raise MergeError(f"{out}: exists and is not a folder; merge into a new folder")
@@ -78,8 +74,11 @@ def _one_record_per_case(shards: list[Path], per_folder: list[list[CaseRecord]])
                 chosen[record.case_id] = (folder, record)
                 continue
             first_folder, first = chosen[record.case_id]
-            if record.ok and _what_it_found(record) != _what_it_found(first):
-                differs = next(k for k in _what_it_found(first) if _what_it_found(first)[k] != _what_it_found(record)[k])
+            if not record.ok:
+                continue
+            found, found_first = _what_it_found(record), _what_it_found(first)
+            if found != found_first:
+                differs = next(k for k in found_first if found_first[k] != found[k])
                 raise MergeError(f"case {record.case_id}: {first_folder} and {folder} hold finished records that differ "
                                  f"({differs}); merge only shards of one run")
     return [record for _, record in chosen.values()]

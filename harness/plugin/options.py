@@ -14,6 +14,7 @@ import pytest
 
 from editors.corpus import GENSIM_WIKI, REFERENCE_CORPUS
 from pitfalls_benchmark.datasets import Dataset, DatasetError, load_dataset
+from pitfalls_editkit.folders import overlaps
 
 DEFAULT_EDITOR = "rome"
 
@@ -189,9 +190,8 @@ def check_options(options: RunOptions) -> None:
     if existing is not None and not os.access(existing, os.W_OK):
         raise pytest.UsageError(f"--results-dir {options.results_dir}: cannot write in {existing}; choose a writable folder")
     if options.dataset_dir:  # a run folder is written into: never the dataset's folder, inside it or around it
-        data_dir = Path(options.dataset_dir).expanduser().resolve()
-        run_dir = (results / options.run_name).resolve() if options.run_name else results.resolve() / "new-run"
-        if run_dir == data_dir or data_dir in run_dir.parents or run_dir in data_dir.parents:
+        run_dir = results / options.run_name if options.run_name else results / "new-run"
+        if overlaps(run_dir, options.dataset_dir):
             raise pytest.UsageError(f"--results-dir {options.results_dir} (--run-name {options.run_name}): the run folder is, holds "
                                     f"or lies inside --dataset-dir {options.dataset_dir}; write results elsewhere")
     if options.stats_dir is not None and Path(options.stats_dir).expanduser().exists() and not Path(options.stats_dir).expanduser().is_dir():

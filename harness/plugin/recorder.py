@@ -40,7 +40,7 @@ from harness.records import (
     write_run_config,
     write_summary,
 )
-from harness.run_files import RunFileError, counted_records, read_cases, read_run_config, read_selection
+from harness.run_files import CaseLines, RunFileError, counted_records, read_cases, read_run_config, read_selection
 
 LOCK_FILE = ".writer.lock"
 # The options that make two runs comparable: a run folder holds runs of one such set only.
@@ -69,6 +69,8 @@ class ResultsRecorder:
         self.identities: dict[str, wire.CaseIdentity] = {}  # node id -> case, from the workers' hellos (crashed items)
         self.session: pytest.Session | None = None  # set when the session starts: a fault stops it
         self.notices: list[str] = []  # lines of cases.jsonl left out, records outside the selection
+        self.earlier = CaseLines(Path(CASES_FILE))  # what the run folder held when this session opened it
+        self.latest: list[CaseRecord] = []  # the latest record per case when the session ended
 
     # The run folder -------------------------------------------------------------------
 
@@ -97,7 +99,7 @@ class ResultsRecorder:
                                              "another --run-name")
             try:
                 before = read_run_config(self.run_dir)
-                read_cases(self.run_dir / CASES_FILE)  # unreadable as a whole (not a file, not UTF-8): refused now
+                self.earlier = read_cases(self.run_dir / CASES_FILE)  # unreadable as a whole (not a file, not UTF-8): refused now
                 read_selection(self.run_dir)
             except RunFileError as exc:
                 raise ResultsFolderError(str(exc)) from None
@@ -168,11 +170,10 @@ class ResultsRecorder:
         state = self.config.stash[STATE]
         state.prior_run = {"run_dir": str(self.run_dir), "config": read_run_config(self.run_dir)}
         if o.resume:  # said here, once, with or without workers (under -n the controller collects nothing)
-            lines = read_cases(self.run_dir / CASES_FILE)
-            if lines.notice():
-                self.config.get_terminal_writer().line(f"resume: {lines.notice()}")
+            if self.earlier.notice():
+                self.config.get_terminal_writer().line(f"resume: {self.earlier.notice()}")
             if self.config.pluginmanager.has_plugin("dsession"):  # without workers, collection says how many run
-                finished = sum(1 for r in lines.latest() if r.ok)
+                finished = sum(1 for r in self.earlier.latest() if r.ok)
                 self.config.get_terminal_writer().line(f"resume: {finished} cases already recorded in {self.run_dir}; "
                                                        "the workers skip those among their cases")
 
@@ -269,7 +270,8 @@ class ResultsRecorder:
                                             "dataset_dir": self.config.stash[STATE].dataset_root, "limit": o.limit,
                                             "requested": self.requested()})
         lines = read_cases(self.case_log.path)  # a re-used run folder may hold earlier lines
-        records, outside = counted_records(lines.latest(), read_selection(self.run_dir), self.run_dir)
+        self.latest = lines.latest()
+        records, outside = counted_records(self.latest, read_selection(self.run_dir), self.run_dir)
         self.notices = [n for n in (lines.notice(), outside) if n]
         self.summary = write_summary(self.run_dir, records, read_run_config(self.run_dir))
         self.config.hook.pytest_pitfalls_run_finished(config=self.config, run_dir=self.run_dir, summary=self.summary)
@@ -290,7 +292,7 @@ class ResultsRecorder:
             terminalreporter.write_line(f"{split}: {info['n']} cases, {info['pitfalls']} with the pitfall, {info['errors']} errors")
         for notice in self.notices:
             terminalreporter.write_line(notice)
-        errors_only = {r.split for r in read_cases(self.run_dir / CASES_FILE).latest() if not r.ok} - set(self.summary["splits"])
+        errors_only = {r.split for r in self.latest if not r.ok} - set(self.summary["splits"])
         for split in sorted(errors_only):
             terminalreporter.write_line(f"{split}: 0 cases scored, every case an error")
         terminalreporter.write_line(f"results: {self.run_dir / CASES_FILE}  summary: {self.run_dir / SUMMARY_FILE}")
