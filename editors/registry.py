@@ -33,6 +33,7 @@ SHIPPED = {
     "emmet": "editors.emmet:EMMET",
     "alphaedit": "editors.alphaedit:AlphaEdit",
     "grace": "editors.grace:GRACE",
+    "ike": "editors.ike:IKE",
 }
 
 

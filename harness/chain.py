@@ -57,6 +57,7 @@ class Chain:
     restart_every: int | None = None  # cases per segment (None: the whole chain is one segment)
     journal: WeightJournal = field(init=False)
     patches: InstalledPatches = field(init=False)  # a module editor's patches: they accumulate along the chain too
+    # (a context editor's context, in guard.context, likewise)
     edits_applied: int = 0  # in the current segment
     case_start: int = 0  # edits_applied when the current case began (after a segment restart, if one was due)
     cases_run: int = 0  # in the current segment
@@ -93,7 +94,7 @@ class Chain:
         names = [n for n in declared_names(self.editor, model) if n in tensors]
         with torch.no_grad():
             before = {name: tensors[name].detach().clone() for name in names}
-        patches_before = self.patches.snapshot()
+        patches_before, context_before = self.patches.snapshot(), self.guard.context.snapshot()
         checked = CaseEdits(self.guard, self.editor, self.journal, patches=self.patches)
         start = time.perf_counter()
         try:
@@ -103,6 +104,7 @@ class Chain:
                 for name, value in before.items():
                     tensors[name].copy_(value)
             self.patches.roll_back(self.editor.name, patches_before)
+            self.guard.context.roll_back(context_before)
             if self._undeclared_changes():
                 self.restore()  # what cannot be rolled back: start the chain again from the original model
             raise
@@ -121,6 +123,7 @@ class Chain:
     def restore(self) -> str | None:
         """Put the original model back (a new segment starts); a message when it could not be proven original."""
         self.patches.remove_all()
+        self.guard.context.remove()
         self.journal.restore()
         self.journal = WeightJournal(self.guard.model)
         self.editor.model_restored()

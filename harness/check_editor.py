@@ -17,6 +17,8 @@ per check, what was found:
   (to 1e-3 of the update's norm);
 * for a module editor (``kind = "modules"``): it declares no parameter, installs patches, the same edit gives the
   same patch tensors, and after the case no hook is left and the module tree is as it was;
+* for a context editor (``kind = "context"``): it declares no parameter, installs a context that changes the prompt,
+  the same edit gives the same text, every weight stays bit-identical, and no context is left after the case;
 * edit efficacy on the small model (the new object beats the old one; informational only).
 
 Exit status 0 when every check passed, 1 on a violation, 2 on a usage error.
@@ -33,8 +35,8 @@ from pathlib import Path
 import torch
 
 from harness.guard import EditFailure, ModelGuard, ModelState, check_updates
-from pitfalls_editkit.contract import ALL_PARAMETERS, MODULES, Editor, EditorSettings, capabilities, declared_names
-from pitfalls_editkit.facts import Edit, Entity, Relation
+from pitfalls_editkit.contract import ALL_PARAMETERS, CONTEXT, MODULES, Editor, EditorSettings, capabilities, declared_names
+from pitfalls_editkit.facts import Edit, Entity, ExampleEdit, Relation
 from pitfalls_editkit.fingerprints import named_tensors, parameter_digest
 from pitfalls_editkit.low_rank import weight_update
 from pitfalls_editkit.messages import first_line
@@ -50,6 +52,18 @@ CHECK_EDITS = (
     Edit(Entity("Q183", "Germany"), CAPITAL, Entity("Q64", "Berlin"), Entity("Q1085", "Prague")),
     Edit(Entity("Q29", "Spain"), LANGUAGE, Entity("Q1321", "Spanish"), Entity("Q150", "French")),
 )
+# The dataset edits the checker gives editors that learn from examples (IKE's demonstrations): other real facts.
+CHECK_EXAMPLES = tuple(ExampleEdit(edit, paraphrases) for edit, paraphrases in (
+    (Edit(Entity("Q38", "Italy"), CAPITAL, Entity("Q220", "Rome"), Entity("Q1492", "Barcelona")), ("{}'s capital city is",)),
+    (Edit(Entity("Q17", "Japan"), CAPITAL, Entity("Q1490", "Tokyo"), Entity("Q35765", "Osaka")), ("{}'s capital city is",)),
+    (Edit(Entity("Q159", "Russia"), CAPITAL, Entity("Q649", "Moscow"), Entity("Q656", "Saint Petersburg")), ("{}'s capital city is",)),
+    (Edit(Entity("Q148", "China"), CAPITAL, Entity("Q956", "Beijing"), Entity("Q8686", "Shanghai")), ("{}'s capital city is",)),
+    (Edit(Entity("Q79", "Egypt"), CAPITAL, Entity("Q85", "Cairo"), Entity("Q87", "Alexandria")), ("{}'s capital city is",)),
+    (Edit(Entity("Q16", "Canada"), CAPITAL, Entity("Q1930", "Ottawa"), Entity("Q172", "Toronto")), ("{}'s capital city is",)),
+    (Edit(Entity("Q45", "Portugal"), LANGUAGE, Entity("Q5146", "Portuguese"), Entity("Q652", "Italian")),
+     ("In {}, people speak",)),
+    (Edit(Entity("Q55", "Netherlands"), LANGUAGE, Entity("Q7411", "Dutch"), Entity("Q9027", "Swedish")), ("In {}, people speak",)),
+))
 
 
 @dataclass
@@ -72,8 +86,8 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
     declared_raw = editor.declared_parameters()
     declared = declared_names(editor, model)
     unknown = [n for n in declared if n not in dict(model.named_parameters())]
-    if editor.kind == MODULES:  # it adds patches; it may change no parameter
-        checks.append(Check("a module editor declares no parameter", not declared,
+    if editor.kind in (MODULES, CONTEXT):  # it adds patches or a context; it may change no parameter
+        checks.append(Check(f"a {editor.kind} editor declares no parameter", not declared,
                             "none" if not declared else f"declares {declared[0]!r}"))
     else:
         checks.append(Check("declares its parameters", not unknown and bool(declared),
@@ -83,7 +97,7 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
     original = parameter_digest(model)
     state = ModelState.read(model)
     guard = ModelGuard(model, reload=reload)
-    scorer = Scorer(model, loaded.tokenizer)
+    scorer = Scorer(model, loaded.tokenizer, context=guard.context)
 
     def one_run(batch: Sequence[Edit], label: str) -> dict[str, torch.Tensor] | None:
         """Apply ``batch`` through the guard; the changed tensors' values, or None when the edit failed."""
@@ -110,6 +124,12 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
                     checks.append(Check(f"{label}: installs patches", bool(installed), ", ".join(installed) or "none"))
                     after.update({f"{module}:{key}": value.detach().clone() for module, patch in installed.items()
                                   for key, value in patch.state_dict().items()})
+                if editor.kind == CONTEXT:  # what the edit is: the text the model is given
+                    given = guard.context.prompt(batch[0].prompt)
+                    checks.append(Check(f"{label}: installs a context that changes the prompt", given != batch[0].prompt,
+                                        f"{len(given)} characters given for the {len(batch[0].prompt)}-character prompt" if given != batch[0].prompt
+                                        else "the prompt is given unchanged"))
+                    after["context"] = torch.tensor(list(given.encode()), dtype=torch.uint8)
         except EditFailure as exc:
             if not any(c.name == f"{label}: edit" for c in checks):
                 checks.append(Check(f"{label}: contract after the edit", False, str(exc)))
@@ -145,6 +165,8 @@ def run_checks(editor: Editor, loaded: LoadedModel, edits: Sequence[Edit] = CHEC
     now = ModelState.read(model)
     hooks_left = now.hooks - state.hooks
     checks.append(Check("no hooks left behind", not hooks_left, f"{len(hooks_left)} left" if hooks_left else "none"))
+    checks.append(Check("no context left in force", guard.context.current is None,
+                        "none" if guard.context.current is None else type(guard.context.current).__name__))
     checks.append(Check("the module tree as it was", now.modules == state.modules,
                         "unchanged" if now.modules == state.modules else f"added {sorted(now.modules - state.modules)[:2]}"))
     checks.append(Check("no requires_grad / train-mode / config change",
@@ -254,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         loaded = load_model(args.model, resolve_device(args.device), cache_dir=cache)
         settings = EditorSettings(cache_dir=cache, stats_tokens=args.stats_tokens, seed=args.seed,
-                                  hparams_file=Path(args.hparams) if args.hparams else None)
+                                  hparams_file=Path(args.hparams) if args.hparams else None,
+                                  dataset_edits=lambda: CHECK_EXAMPLES)
     except (UnknownEditorError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,10 @@ it clones what the editor declares before each edit, and checks
 A module editor's patches (``pitfalls_editkit.patches``) are installed by the
 case as forward hooks the guard owns (they are not "hooks left behind" while
 the case runs), and removed before the case's checks: after the case no hook is
-left and the module tree is the baseline's, as for every editor.
+left and the module tree is the baseline's, as for every editor. A context
+editor's context (``pitfalls_editkit.contexts``) is held in ``guard.context``,
+which the scorer reads; it is cleared before the case's checks, and a context
+left in force after a case is a violation.
 
 A violation or an exception in the editor becomes one :class:`EditFailure`
 naming the editor (and the parameter); the model is restored before it
@@ -36,7 +39,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from pitfalls_editkit.contract import MODULES, Editor, declared_names
+from pitfalls_editkit.contexts import ContextError, InstalledContext
+from pitfalls_editkit.contract import CONTEXT, MODULES, Editor, declared_names
 from pitfalls_editkit.facts import Edit
 from pitfalls_editkit.fingerprints import named_tensors, parameter_fingerprints
 from pitfalls_editkit.low_rank import LowRankUpdate
@@ -116,6 +120,7 @@ class ModelGuard:
         self.state = ModelState.read(model)
         self.damaged: str | None = None
         self.stats = GuardStats()
+        self.context = InstalledContext()  # a context editor's prompt transform while its edit is in force; the scorer reads it
 
     # Checks ---------------------------------------------------------------------------
 
@@ -130,17 +135,20 @@ class ModelGuard:
     def _versions(self) -> dict[str, int]:
         return {name: t._version for name, t in named_tensors(self.model).items()}
 
-    def _state_problems(self, owned_hooks: set[tuple[str, str, int]] = frozenset()) -> list[str]:
-        """What differs from the baseline besides tensor values; ``owned_hooks``: the patches the harness installed."""
+    def _state_problems(self, owned_hooks: set[tuple[str, str, int]] = frozenset(), context_allowed: bool = False) -> list[str]:
+        """What differs from the baseline besides tensor values; ``owned_hooks``: the patches the harness installed;
+        ``context_allowed``: a context editor's edit is in force."""
         start = time.perf_counter()
         try:
-            return self._read_state_problems(owned_hooks)
+            return self._read_state_problems(owned_hooks, context_allowed)
         finally:
             self.stats.state_seconds += time.perf_counter() - start
 
-    def _read_state_problems(self, owned_hooks: set[tuple[str, str, int]]) -> list[str]:
+    def _read_state_problems(self, owned_hooks: set[tuple[str, str, int]], context_allowed: bool) -> list[str]:
         now = ModelState.read(self.model)
         problems = []
+        if self.context.current is not None and not context_allowed:
+            problems.append(f"left a context in force ({type(self.context.current).__name__})")
         if now.tensor_ids.keys() != self.state.tensor_ids.keys():
             added = sorted(now.tensor_ids.keys() - self.state.tensor_ids.keys())
             removed = sorted(self.state.tensor_ids.keys() - now.tensor_ids.keys())
@@ -166,6 +174,7 @@ class ModelGuard:
     def _repair_state(self) -> None:
         """Remove hooks the editor left, reset modes and requires_grad (tensor values are restored elsewhere)."""
         start = time.perf_counter()
+        self.context.remove()
         for name, module in self.model.named_modules():
             for kind in _HOOK_DICTS:
                 hooks = getattr(module, kind, None)
@@ -239,6 +248,7 @@ class ModelGuard:
             yield edits
         finally:
             edits.patches.remove_all()
+            self.context.remove()
             journal.restore()
             editor.model_restored()
             failure = self._after_case(editor, edits)
@@ -294,7 +304,9 @@ class CaseEdits:
             returned = editor.apply(edits)
             if editor.kind == MODULES:
                 self.patches.install(editor.name, returned)
-        except PatchError as exc:
+            elif editor.kind == CONTEXT:
+                guard.context.install(editor.name, returned)
+        except (PatchError, ContextError) as exc:
             self.failure = EditFailure(str(exc))
             raise self.failure from exc
         except Exception as exc:  # the editor's own error: recorded on the case, the model restored on leaving
@@ -310,7 +322,7 @@ class CaseEdits:
             self.failure = EditFailure(f"editor {editor.name!r} changed {written[0]!r}, which it did not declare "
                                        f"(declared: {self.declared_text()})")
             raise self.failure
-        problems = guard._state_problems(self.patches.hook_keys())
+        problems = guard._state_problems(self.patches.hook_keys(), context_allowed=editor.kind == CONTEXT)
         if problems:
             self.failure = EditFailure(f"editor {editor.name!r} broke the contract: {problems[0]}")
             raise self.failure

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pitfalls_benchmark.splits import BENCHMARKS, CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER, SPLITS
-from pitfalls_editkit.facts import Edit, Entity, Fact, Relation, TemplateError, check_template, fill
+from pitfalls_editkit.facts import Edit, Entity, ExampleEdit, Fact, Relation, TemplateError, check_template, fill
 from pitfalls_editkit.safe_json import JsonInputError, loads
 
 MAX_LABEL_CHARS = 500  # the longest published label has 191 characters
@@ -317,3 +317,15 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] | None = None, limit:
 def prompt_set(relation: Relation, subject: str, paraphrases: dict[str, tuple[str, ...]]) -> list[str]:
     """METRICS.md's prompt set: the rewrite prompt plus the relation's paraphrases."""
     return [fill(relation.prompt, subject)] + [fill(t, subject) for t in paraphrases.get(relation.id, ())]
+
+
+def example_edits(root: str | Path) -> tuple[ExampleEdit, ...]:
+    """Each case's first edit, of every split of the dataset at ``root`` (no limit: the same whatever a run selects),
+    with its relation's paraphrases: the examples editors that learn from them draw from (IKE's demonstrations)."""
+    dataset = load_dataset(root)
+    found: dict[tuple[str, str, str, str], ExampleEdit] = {}
+    for case in dataset.all_cases():
+        edit = case.edit if isinstance(case, RoundCase) else case.edits[0]
+        key = (edit.subject.label, edit.relation.id, edit.object.label, edit.new_object.label)
+        found.setdefault(key, ExampleEdit(edit, dataset.prompts_for(case).get(edit.relation.id, ())))
+    return tuple(found.values())

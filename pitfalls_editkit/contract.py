@@ -1,5 +1,16 @@
 """The editor contract: what the harness asks of every editing method, shipped or a plugin's.
 
+Three kinds of editor (``Editor.kind``), each undone by the harness and proven undone after every case:
+
+* ``weights`` (:class:`Editor`; FT, ROME, MEMIT, MEND, AlphaEdit): ``apply`` overwrites declared parameters in
+  place; the harness clones them first and copies them back.
+* ``modules`` (:class:`ModuleEditor`; GRACE, WISE, LoRA): ``apply`` returns patches (computation at named
+  modules); the harness installs them as forward hooks, journals them, removes them.
+* ``context`` (:class:`ContextEditor`; IKE): ``apply`` returns a context (a prompt transform); the harness
+  applies it to every scored prompt, journals it, clears it.
+
+The rest of this docstring is the weight editors' contract; the other two kinds' classes say what differs.
+
 An editor is a subclass of :class:`Editor`. The harness builds it once per
 worker from the loaded model and the run's settings, then for every edit of a
 case it
@@ -65,22 +76,23 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pitfalls_editkit.facts import Edit
+from pitfalls_editkit.facts import Edit, ExampleEdit
 from pitfalls_editkit.hparams import HyperParamsError, check_templates, editor_hparams, find_hparams_file
 
 if TYPE_CHECKING:
+    from pitfalls_editkit.contexts import Context
     from pitfalls_editkit.low_rank import LowRankUpdate
     from pitfalls_editkit.models import LoadedModel
     from pitfalls_editkit.patches import Patch
 
 ALL_PARAMETERS = "all"  # what an editor that cannot say which parameters it changes declares
-WEIGHTS, MODULES = "weights", "modules"  # the kinds of editor (Editor.kind)
-KINDS = (WEIGHTS, MODULES)
+WEIGHTS, MODULES, CONTEXT = "weights", "modules", "context"  # the kinds of editor (Editor.kind)
+KINDS = (WEIGHTS, MODULES, CONTEXT)
 
 T = TypeVar("T")
 
@@ -96,6 +108,20 @@ class EditorSettings:
     hparams_values: tuple[tuple[str, Any], ...] = ()  # --hparams-set KEY=VALUE: single keys replaced in the file's values
     seed: int = 0  # the run's base seed (each case's own seed is set by the harness)
     hparams_file: Path | None = None  # --hparams: overrides the per-model file
+    dataset_edits: Callable[[], Sequence[ExampleEdit]] = tuple  # the run's dataset's edits, read on first call (IKE's demonstrations)
+
+
+def _no_entity_of(edits: Sequence[Edit]) -> Callable[[Edit], bool]:
+    """Whether an example edit shares no entity (by id, else by label) with ``edits``."""
+    taken = {key for e in edits for entity in (e.subject, e.object, e.new_object) for key in (entity.id, entity.label) if key}
+    return lambda example: not any(key in taken for entity in (example.subject, example.object, example.new_object)
+                                   for key in (entity.id, entity.label) if key)
+
+
+def unrelated_examples(settings: EditorSettings, edits: Sequence[Edit]) -> list[ExampleEdit]:
+    """The dataset's example edits that share no subject or object with ``edits`` (never the case's own facts)."""
+    keep = _no_entity_of(edits)
+    return [example for example in settings.dataset_edits() if keep(example.edit)]
 
 
 def declared_names(editor: Editor, model: Any) -> list[str]:
@@ -124,7 +150,7 @@ class Editor(abc.ABC):
     """
 
     name: ClassVar[str]
-    kind: ClassVar[str] = WEIGHTS  # weights: apply() overwrites declared parameters; modules: see ModuleEditor
+    kind: ClassVar[str] = WEIGHTS  # weights: apply() overwrites declared parameters; see ModuleEditor, ContextEditor
     supports_batch: ClassVar[bool] = False  # can apply several edits as one joint update (needed by --mle)
     can_prepare: ClassVar[bool] = False  # offers prepare(): the harness calls it only when this is True
     can_compute_updates: ClassVar[bool] = False  # offers compute_updates(): likewise
@@ -273,3 +299,29 @@ class ModuleEditor(Editor):
     @abc.abstractmethod
     def apply(self, edits: Sequence[Edit]) -> Mapping[str, Patch]:  # type: ignore[override]
         """The patches to have installed after ``edits`` (module name -> Patch)."""
+
+
+class ContextEditor(Editor):
+    """An editor that changes what the model is given, not the model (IKE: the edit and demonstrations in the prompt).
+
+    :meth:`apply` returns the :class:`pitfalls_editkit.contexts.Context` to have in force after the edits: every
+    prompt the harness scores (and generates from) is passed through ``context.apply(prompt)`` while it is. Return
+    the same object, changed, to add to it (a chain's facts accumulate), or a new one to replace it. Keep the edit
+    state on the context: the harness copies it before each edit and, in a chain (``--sequential``), puts a failed
+    edit's context back as it was, in place.
+
+    The harness clears the context when the case ends (in a chain: when the chain or its segment ends), then calls
+    :meth:`model_restored`. A context editor changes no parameter (:meth:`declared_parameters` is empty; the guard
+    proves every weight bit-identical), registers no hook and adds no module. ``--case-batch`` runs its cases one at
+    a time; ``--mle`` needs ``supports_batch``. ``settings.dataset_edits()`` gives the run's dataset's edits
+    (demonstrations); :func:`unrelated_examples` leaves out those that share an entity with the edits.
+    """
+
+    kind: ClassVar[str] = CONTEXT
+
+    def declared_parameters(self) -> Collection[str] | str:
+        return []
+
+    @abc.abstractmethod
+    def apply(self, edits: Sequence[Edit]) -> Context:  # type: ignore[override]
+        """The context to have in force after ``edits``."""

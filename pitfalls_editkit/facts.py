@@ -71,3 +71,12 @@ class Edit:
 
     def describe(self) -> str:
         return f"{self.prompt} [{self.object.label} -> {self.new_object.label}]"
+
+
+@dataclass(frozen=True)
+class ExampleEdit:
+    """An edit of the run's dataset with its relation's paraphrase templates: material for editors that learn from
+    examples (IKE's demonstrations, WISE's unrelated prompts). ``EditorSettings.dataset_edits()`` gives them."""
+
+    edit: Edit
+    paraphrases: tuple[str, ...] = ()  # prompt templates with one "{}", besides edit.relation.prompt

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from pitfalls_editkit.contexts import InstalledContext
 from pitfalls_editkit.low_rank import LowRankUpdate, RowUpdates
 
 
@@ -115,6 +116,7 @@ class Scorer:
     tokenizer: PreTrainedTokenizerBase
     padding_side: str = "right"
     max_rows: int = 64  # (prompt, object) pairs per forward pass
+    context: InstalledContext | None = None  # a context editor's edit in force: every prompt is given through it
     _encoded: dict[tuple[str, str], Encoded] = field(default_factory=dict, repr=False)
 
     def max_tokens(self) -> int:
@@ -143,7 +145,13 @@ class Scorer:
 
         With ``row_updates`` (hooks already on the model), pair ``i`` is scored on the model with ``groups[i]``'s update.
         """
+        if self.context is not None and self.context.current is not None:
+            labels = [(self.context.prompt(p), o) for p, o in labels]
         pairs = [self._encode(p, o) for p, o in labels]
+        too_long = max((len(e.ids) for e in pairs), default=0)
+        if too_long > self.max_tokens():
+            raise ValueError(f"a scored text is {too_long} tokens, longer than this model takes ({self.max_tokens()}); "
+                             "shorten the context editor's context (fewer demonstrations)")
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         probs = np.empty(len(pairs), dtype=np.float64)

@@ -65,6 +65,7 @@ class Workbench:
                    paraphrases_of=dataset.prompts_for if dataset is not None else (lambda case: {}), **options)
 
     def __post_init__(self) -> None:
+        self.scorer.context = self.guard.context  # a context editor's edit, in force, is what every scoring call sees
         if self.mle and not self.editor.supports_batch:
             raise ValueError(f"--mle edits all true objects in one batch; editor {self.editor.name!r} cannot edit a batch")
 

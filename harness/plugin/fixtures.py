@@ -3,6 +3,7 @@ which runs one case with the executor of the run's mode and attaches its record 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -58,18 +59,21 @@ def loaded_model(pytestconfig: pytest.Config, run_options: RunOptions):
 
 
 @pytest.fixture(scope="session")
-def editor(loaded_model, model_guard, run_options: RunOptions):
+def editor(pytestconfig: pytest.Config, loaded_model, model_guard, run_options: RunOptions):
     """The editor, built after the guard took the model's baseline: building it must leave the model as it was."""
     from editors.corpus import CorpusError
     from editors.registry import UnknownEditorError, make_editor
+    from pitfalls_benchmark.datasets import example_edits
     from pitfalls_editkit.contract import EditorSettings
     from pitfalls_editkit.hparams import HyperParamsError, blame_hparams_set, parse_hparams_set
 
+    dataset_root = pytestconfig.stash[STATE].dataset_root
     settings = EditorSettings(
         cache_dir=run_options.cache_path, stats_corpus=run_options.stats_corpus, stats_tokens=run_options.stats_tokens,
         seed=run_options.seed, hparams_file=Path(run_options.hparams) if run_options.hparams else None,
         stats_dir=Path(run_options.stats_dir).expanduser() if run_options.stats_dir else None,
         hparams_values=tuple(parse_hparams_set(list(run_options.hparams_set)).items()),
+        dataset_edits=functools.cache(lambda: example_edits(dataset_root)),  # read once, when an editor asks
     )
     try:
         built = make_editor(run_options.editor, loaded_model, settings)
