@@ -34,6 +34,8 @@ SHIPPED = {
     "alphaedit": "editors.alphaedit:AlphaEdit",
     "grace": "editors.grace:GRACE",
     "ike": "editors.ike:IKE",
+    "wise": "editors.wise:WISE",
+    "lora": "editors.lora:LoRA",
 }
 
 

@@ -312,3 +312,74 @@ class SteerPatchRaisesInScoring(Steer):
             SteerPatchRaisesInScoring.exploded = True
             self.patch.__class__ = Exploding
         return {STEERED: self.patch}
+
+
+# Context editors (Editor.kind = "context"): a prompt transform the harness applies to every scored prompt.
+
+from pitfalls_editkit.contexts import Context  # noqa: E402
+from pitfalls_editkit.contract import ContextEditor  # noqa: E402
+
+
+class StatedFacts(Context):
+    """Every edit in force stated before the prompt."""
+
+    def __init__(self) -> None:
+        self.facts: list[str] = []
+
+    def apply(self, prompt):
+        return "".join(f"{fact}. " for fact in self.facts) + prompt
+
+
+class Preface(ContextEditor):
+    """States each edit as a sentence before the prompt: a crude in-context editor that grows along a chain."""
+
+    name = "preface"
+    supports_batch = True
+
+    def __init__(self, loaded, settings):
+        super().__init__(loaded, settings)
+        self.context: StatedFacts | None = None
+
+    def apply(self, edits):
+        if self.context is None:
+            self.context = StatedFacts()
+        self.context.facts += [f"{e.prompt} {e.new_object.label}" for e in edits]
+        return self.context
+
+    def model_restored(self):
+        self.context = None
+
+
+class PrefaceChangesAWeight(Preface):
+    """States its edits and also writes into a weight it may not touch."""
+
+    name = "preface-changes-a-weight"
+
+    def apply(self, edits):
+        with torch.no_grad():
+            self.loaded.model.get_submodule("model.layers.0.mlp.down_proj").weight[0, 0] += 1.0
+        return super().apply(edits)
+
+
+class PrefaceReturnsNothing(Preface):
+    name = "preface-returns-nothing"
+
+    def apply(self, edits):
+        super().apply(edits)
+
+
+class PrefaceFailsThird(Preface):
+    """Grows its context, then fails, on the third edit: the chain must roll the context back."""
+
+    name = "preface-fails-third"
+
+    def __init__(self, loaded, settings):
+        super().__init__(loaded, settings)
+        self.calls = 0
+
+    def apply(self, edits):
+        self.calls += 1
+        context = super().apply(edits)
+        if self.calls == 3:
+            raise RuntimeError("injected failure on the third edit")
+        return context
