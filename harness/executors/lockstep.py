@@ -61,6 +61,9 @@ def start_batch(bench: Workbench, cases: Sequence[Case]) -> BatchStart:
         seconds = bench.guard.prepare(bench.editor, edits, bench.seed_of(cases[0]))
         return BatchStart(ahead=WorkAhead(seconds, eval_seconds, f"worked out the first edits of {len(cases)} cases ahead "
                                                                   f"(--case-batch): {seconds:.2f} s counted here{scored_note}"))
+    if not note and not (bench.editor.can_prepare or bench.editor.can_compute_updates):
+        note = (f"ran one at a time: editor {bench.editor.name!r} ({bench.editor.kind}) offers neither prepare() nor "
+                f"compute_updates(), so --case-batch only scored the unedited model's facts together{scored_note}")
     return BatchStart(ahead=WorkAhead(eval_seconds=eval_seconds, note=note))
 
 
