@@ -122,10 +122,11 @@ def run_pytest(args: Sequence[str], cache_dir: Path, timeout: int = 600, cwd: Pa
 
 
 def quick_settings(cache_dir: Path) -> Any:
-    """Editor settings for tiny models: statistics from 5,000 tokens."""
+    """Editor settings for tiny models: statistics from 5,000 tokens; the checker's example edits as the dataset's."""
+    from harness.check_editor import CHECK_EXAMPLES
     from pitfalls_editkit.contract import EditorSettings
 
-    return EditorSettings(cache_dir=cache_dir, stats_tokens=5000)
+    return EditorSettings(cache_dir=cache_dir, stats_tokens=5000, dataset_edits=lambda: CHECK_EXAMPLES)
 
 
 def first_easy_edits(published: Path, n: int) -> list:

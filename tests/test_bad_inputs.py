@@ -69,7 +69,7 @@ def _set(obj: dict, key: str, value: object) -> None:
 
 CATALOGUE: list[Bad] = [
     # ------------------------------------------------------------------ options
-    Bad("editor-unknown", ["--editor", "romeo"], "--editor 'romeo': unknown editor (known: alphaedit, emmet, ft, grace, memit, mend, r-rome, rome",
+    Bad("editor-unknown", ["--editor", "romeo"], "--editor 'romeo': unknown editor (known: alphaedit, emmet, ft, grace, ike, lora, memit, mend, r-rome, rome, wise",
         subprocess=True),
     Bad("editor-module-missing", ["--editor", "nosuch_pkg.editing:X"], "--editor 'nosuch_pkg.editing:X': cannot import module"),
     Bad("editor-class-missing", ["--editor", "editors.rome:NotThere"], "module 'editors.rome' has no 'NotThere'"),

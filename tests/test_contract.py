@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from tests.helpers import quick_settings as settings
 
 EXAMPLE = REPO / "examples" / "example_editor"
 EXAMPLE_CLASS = "pitfalls_example_editor.editing:OneLayerFT"
+MODULE_EXAMPLE = REPO / "examples" / "module_editor"  # a module editor plugin, written from the docs
+MODULE_EXAMPLE_CLASS = "pitfalls_example_module_editor.editing:LogitMemory"
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +35,23 @@ def example_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     ``--target`` keeps the test from changing the environment; the folder goes on PYTHONPATH of the runs below.
     """
-    source = tmp_path_factory.mktemp("src") / "example_editor"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("*.egg-info", "build"))
     target = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    for example in (EXAMPLE, MODULE_EXAMPLE):
+        source = tmp_path_factory.mktemp("src") / example.name
+        shutil.copytree(example, source, ignore=shutil.ignore_patterns("*.egg-info", "build"))
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                               "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
     assert list(target.glob("pitfalls_example_editor-*.dist-info/entry_points.txt"))
+    assert list(target.glob("pitfalls_example_module_editor-*.dist-info/entry_points.txt"))
     return target
 
 
-@pytest.mark.parametrize("spec", ["rome", "memit", "ft", "mend", "r-rome", "emmet", "alphaedit", "grace", EXAMPLE_CLASS])
+@pytest.mark.parametrize("spec", ["rome", "memit", "ft", "mend", "r-rome", "emmet", "alphaedit", "grace", "wise", "lora", "ike",
+                                  EXAMPLE_CLASS, MODULE_EXAMPLE_CLASS])
 def test_checker_passes_every_shipped_editor_and_the_example(tiny_loader, cache_dir, spec, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.syspath_prepend(str(MODULE_EXAMPLE))
     loaded = tiny_loader("tiny-llama")
     editor = make_editor(spec, loaded, settings(cache_dir))
     checks = run_checks(editor, loaded)
@@ -134,7 +141,23 @@ def test_a_plugin_editor_runs_by_entry_point_and_by_class_beside_rome(example_in
     html = (tmp_path / "both.html").read_text(encoding="utf-8")
     assert "example-ft" in html and "rome" in html
     unknown = run_pytest(["suites/", "--editor", "nosuch"], cache_dir, pythonpath=[example_installed])
-    assert "unknown editor (known: alphaedit, emmet, example-ft, ft, grace, memit, mend, r-rome, rome;" in unknown.stderr
+    assert "unknown editor (known: alphaedit, emmet, example-ft, ft, grace, ike, logit-memory, lora, memit, mend, r-rome, rome, wise;" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_a_module_editor_plugin_written_from_the_docs_runs_by_entry_point(example_installed, published, cache_dir, tmp_path):
+    proc = run_pytest(["suites/", "--model", "tiny-llama", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
+                       "--record-only", "--results-dir", str(tmp_path), "--editor", "logit-memory", "--run-name", "plugin"],
+                      cache_dir, pythonpath=[example_installed])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    config = json.loads((tmp_path / "plugin" / "run.json").read_text())
+    assert config["editor"] == "logit-memory" and config["editor_class"] == MODULE_EXAMPLE_CLASS
+    lines = [json.loads(line) for line in (tmp_path / "plugin" / "cases.jsonl").read_text().splitlines()]
+    assert len(lines) == 5 and {r["status"] for r in lines} == {"ok"}, [r.get("error") for r in lines]
+    checked = subprocess.run([sys.executable, "-m", "harness.check_editor", "logit-memory", "--model", "tiny-llama"], cwd=REPO,
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(example_installed), "PITFALLS_CACHE_DIR": str(cache_dir)})
+    assert checked.returncode == 0 and "every check passed" in checked.stdout, checked.stdout[-2000:] + checked.stderr[-2000:]
 
 
 def test_a_users_own_test_file_runs_a_hand_written_case(cache_dir, tmp_path):

@@ -124,7 +124,7 @@ def test_broken_dataset_is_one_error_line(published: Path, cache_dir: Path, tmp_
 
 def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path, tmp_path: Path):
     proc = run_pytest(["suites/", "--editor", "romeo", "--dataset-dir", str(published / "GPT2-XL")], cache_dir)
-    assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: alphaedit, emmet, ft, grace, memit, mend, r-rome, rome; " in proc.output
+    assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: alphaedit, emmet, ft, grace, ike, lora, memit, mend, r-rome, rome, wise; " in proc.output
     proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
                        "-k", "easy", "--results-dir", str(tmp_path / "r")], cache_dir)
     assert proc.returncode != 0

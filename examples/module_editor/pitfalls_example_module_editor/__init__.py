@@ -1,0 +1,1 @@
+"""An example module editor, written from docs/writing-an-editor.md alone."""
