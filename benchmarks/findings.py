@@ -26,7 +26,8 @@ from harness.run_files import read_cases
 
 KEPT = Path(__file__).resolve().parents[1] / "docs" / "findings" / "gemma3-270m-gpt2xl"
 RECORD_FIELDS = ("case_id", "benchmark", "split", "index", "group", "status", "seed", "metrics", "pitfall", "seconds_edit",
-                 "seconds_eval", "device", "worker")
+                 "seconds_eval", "device", "worker",
+                 "chain", "chain_position", "chain_segment", "original_metrics", "retention")  # the last five: --sequential
 
 
 def numeric_scores(scores: dict) -> dict:

@@ -21,7 +21,8 @@ TINY = ["tiny-gpt2", "tiny-gptj", "tiny-llama", "tiny-gemma3"]
 
 def test_every_editor_says_whether_it_can_edit_a_batch():
     assert {name: editor_class(name).supports_batch for name in SHIPPED} == {
-        "ft": True, "mend": True, "rome": False, "r-rome": False, "memit": True, "emmet": True, "alphaedit": True, "grace": False}
+        "ft": True, "mend": True, "rome": False, "r-rome": False, "memit": True, "emmet": True, "alphaedit": True, "grace": False,
+        "ike": True, "wise": True, "lora": True}
 
 
 @pytest.mark.parametrize("editor_name", ["ft", "memit"])
