@@ -29,6 +29,7 @@ class Split:
     pitfall_metric: str
     pitfall_value: float  # the item fails when pitfall_metric equals this
     pitfall_message: str  # str.format template over the case's scores, metrics and derived values
+    not_on_chain: tuple[str, ...] = ()  # metrics a --sequential chain does not measure (they need the unedited model)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -51,7 +52,8 @@ SPLITS: dict[str, Split] = {split.name: split for split in (
     Split("coverage", "conflict", "coverage_edit.json", "ConflictEdit coverage split",
           (("Succ", "Single Succ"), ("CS_exp", "Coverage CS"), ("CM", "Coverage CM")),
           "CS_exp", 0,
-          "after both edits the first edit's object still wins: score(o2)={m2_e2_new:.4g} <= score(o1)={m2_e1_new:.4g}"),
+          "after both edits the first edit's object still wins: score(o2)={m2_e2_new:.4g} <= score(o1)={m2_e1_new:.4g}",
+          not_on_chain=("Succ",)),
     Split("reverse", "conflict", "reverse_edit.json", "ConflictEdit reverse split",
           (("CS_exp", "Reverse CS_exp"), ("CS_imp", "Reverse CS_imp"), ("CM", "Reverse CM")),
           "CS_imp", 0, _IMPLIED_LOST),

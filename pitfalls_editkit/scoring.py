@@ -151,7 +151,8 @@ class Scorer:
         too_long = max((len(e.ids) for e in pairs), default=0)
         if too_long > self.max_tokens():
             raise ValueError(f"a scored text is {too_long} tokens, longer than this model takes ({self.max_tokens()}); "
-                             "shorten the context editor's context (fewer demonstrations)")
+                             "a context editor's context is too long for it (fewer demonstrations, or a shorter --sequential "
+                             "segment: a chain's edits are all stated)")
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         probs = np.empty(len(pairs), dtype=np.float64)

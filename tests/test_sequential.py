@@ -122,3 +122,16 @@ def test_a_segment_restart_comes_before_the_next_case_scores_its_m0(tiny_loader,
     assert [r.chain_position for r in records_] == [0, 0, 0] and [r.chain_segment for r in records_] == [0, 1, 2]
     for record in records_:
         assert record.scores["m0_true"] == record.scores["m0_original_true"]
+
+
+def test_a_chains_coverage_record_without_succ_is_a_finished_record_and_a_fresh_one_is_not(tmp_path):
+    from harness.run_files import read_cases
+
+    record = {"case_id": "coverage-0000-P17-x", "benchmark": "conflict", "split": "coverage", "index": 0, "group": "P17",
+              "status": "ok", "seed": 1, "metrics": {"CS_exp": 1.0, "CM": 0.5}, "pitfall": False}
+    path = tmp_path / "cases.jsonl"
+    path.write_text(json.dumps({**record, "chain": "chain-1-of-1", "chain_position": 0, "chain_segment": 0}) + "\n"
+                    + json.dumps({**record, "case_id": "coverage-0001-P17-y", "index": 1}) + "\n", encoding="utf-8")
+    lines = read_cases(path)
+    assert [r.case_id for r in lines.records] == ["coverage-0000-P17-x"]  # Succ is not measured on a chain
+    assert lines.left_out == [(2, "status ok without metric Succ")]
