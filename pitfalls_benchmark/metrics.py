@@ -14,7 +14,6 @@ from collections.abc import Sequence
 # Which direction is better, for reports and arrows.
 HIGHER_IS_BETTER = {"Succ": True, "CS_exp": True, "CS_imp": True, "CM": True, "TFD": False, "D": False, "JS": False, "IR": False, "FR": False}
 # Means of 0/1 values get a Wilson interval (round Succ can be 0.5: then a normal one).
-BINARY_METRICS = frozenset({"Succ", "CS_exp", "CS_imp", "FR"})
 
 
 def prefers(score_a: float, score_b: float) -> int:
@@ -84,7 +83,11 @@ Z_95 = 1.959963984540054
 
 
 def wilson_interval(successes: float, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (stays inside [0, 1] for small n)."""
+    """95% Wilson score interval of a proportion (stays inside [0, 1] for small n).
+
+    Also used for a mean of values in [0, 1] (``successes`` their sum): no such variable with mean p varies more
+    than a 0/1 one (p(1 - p)), so the interval is conservative, and n equal values still get a width.
+    """
     if n == 0:
         return (math.nan, math.nan)
     p = successes / n
@@ -94,17 +97,34 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """95% normal-approximation interval of a mean (the sample sd / sqrt(n))."""
+# Each metric's range: an interval never leaves it (CM and TFD are (s - s') / s of probabilities: at most 1).
+METRIC_RANGES = {"Succ": (0.0, 1.0), "CS_exp": (0.0, 1.0), "CS_imp": (0.0, 1.0), "IR": (0.0, 1.0), "FR": (0.0, 1.0),
+                 "CM": (-math.inf, 1.0), "TFD": (-math.inf, 1.0), "D": (0.0, math.inf), "JS": (0.0, math.inf)}
+# Student's t, 97.5% quantile, for 1..30 degrees of freedom (beyond: the Cornish-Fisher expansion below).
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t 97.5% quantile (a table to 30 degrees of freedom, then the expansion, within 1e-4)."""
+    if df <= len(_T_975):
+        return _T_975[df - 1]
+    z = Z_95
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_interval(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
+    """95% Student-t interval of a mean, clipped to ``bounds``; sums are exact (``math.fsum``), so the interval does
+    not depend on the order the values come in. One value: the value itself (no spread to estimate)."""
     n = len(values)
     if n == 0:
         return (math.nan, math.nan)
-    mean = sum(values) / n
+    mean = math.fsum(values) / n
     if n == 1:
         return (mean, mean)
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    half = Z_95 * math.sqrt(var / n)
-    return (mean - half, mean + half)
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    half = t_quantile_975(n - 1) * math.sqrt(var / n)
+    return (max(bounds[0], mean - half), min(bounds[1], mean + half))
 
 
 def aggregate(name: str, values: Sequence[float]) -> dict[str, float | int]:
@@ -113,9 +133,10 @@ def aggregate(name: str, values: Sequence[float]) -> dict[str, float | int]:
     n = len(clean)
     if n == 0:
         return {"value": math.nan, "low": math.nan, "high": math.nan, "n": 0}
-    mean = sum(clean) / n
-    if name in BINARY_METRICS and all(v in (0, 1) for v in clean):
-        low, high = wilson_interval(sum(clean), n)
+    total = math.fsum(clean)  # exact: the same whatever order shards and workers wrote the records in
+    mean = total / n
+    if METRIC_RANGES.get(name) == (0.0, 1.0):  # a 0/1 rate, or a mean of values in [0, 1] (RoundEdit's Succ, IR)
+        low, high = wilson_interval(total, n)
     else:
-        low, high = mean_interval(clean)
+        low, high = mean_interval(clean, METRIC_RANGES.get(name, (-math.inf, math.inf)))
     return {"value": 100 * mean, "low": 100 * low, "high": 100 * high, "n": n}

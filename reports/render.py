@@ -23,7 +23,7 @@ from reports.charts import Line, Series, bar_chart, line_chart, strip_plot
 from reports.lifelong import lifelong_curves
 from reports.paper_numbers import published_row
 from reports.runs import Run, load_run
-from reports.tables import PAPER_LAYOUT
+from reports.tables import PAPER_LAYOUT, format_cell
 
 SCORE_KEY = re.compile(r"^(m[012]|single)_(.+)$")
 STAGES = (("m0", "before (M0)"), ("m1", "after edit 1 (M1)"), ("m2", "after edit 2 (M2)"), ("single", "edit alone"))
@@ -31,7 +31,7 @@ STAGES = (("m0", "before (M0)"), ("m1", "after edit 1 (M1)"), ("m2", "after edit
 
 @dataclass
 class Cell:
-    text: str  # value ± half interval, or "-"
+    text: str  # value [95% interval], or "-"
     n: int
     value: float | None
     paper: float | None = None
@@ -107,8 +107,7 @@ def _cell(split_summary: dict | None, metric: str, paper: float | None) -> Cell:
     cell = (split_summary or {}).get("metrics", {}).get(metric)
     if not cell or not cell.get("n") or cell.get("value") is None or math.isnan(cell["value"]):
         return Cell("-", 0, None, paper)
-    half = (cell["high"] - cell["low"]) / 2
-    return Cell(f"{cell['value']:.2f} ±{half:.2f}", int(cell["n"]), float(cell["value"]), paper)
+    return Cell(format_cell(cell), int(cell["n"]), float(cell["value"]), paper)
 
 
 def _tables(runs: list[tuple[str, Run]]) -> list[Table]:

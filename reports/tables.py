@@ -15,12 +15,11 @@ PAPER_LAYOUT = paper_layout()
 def format_cell(cell: dict[str, Any] | None) -> str:
     if not cell or cell.get("n", 0) == 0 or cell["value"] is None or math.isnan(cell["value"]):
         return "-"
-    half = (cell["high"] - cell["low"]) / 2
-    return f"{cell['value']:.2f} ±{half:.2f}"
+    return f"{cell['value']:.2f} [{cell['low']:.1f}, {cell['high']:.1f}]"  # the interval as it is: it may be lopsided
 
 
 def paper_tables(splits: dict[str, Any], label: str) -> str:
-    """One text table per benchmark that has results: value in % ± half its 95% interval."""
+    """One text table per benchmark that has results: value in % [its 95% interval]."""
     blocks = []
     for title, columns in PAPER_LAYOUT:
         present = [c for c in columns if c[1] in splits]
@@ -32,12 +31,12 @@ def paper_tables(splits: dict[str, Any], label: str) -> str:
         widths = [max(len(h), len(c), len(n)) for h, c, n in zip(heads, cells, counts)]
         line = lambda row, widths=widths: "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |"
         rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-        blocks.append("\n".join([f"{title} (% , ±95% interval)", line(heads), rule, line(cells), line(counts)]))
+        blocks.append("\n".join([f"{title} (%, [95% interval])", line(heads), rule, line(cells), line(counts)]))
     return "\n\n".join(blocks)
 
 
 def markdown_tables(runs: list[Any]) -> str:
-    """The paper's Tables 1 and 2 as markdown, one row per run (``reports.runs.Run``): value ±half its 95% interval,
+    """The paper's Tables 1 and 2 as markdown, one row per run (``reports.runs.Run``): value [its 95% interval],
     the cases per split, and the run's edit + scoring time. Rows in the report's order (``Run.sort_key``)."""
     runs = sorted(runs, key=lambda run: run.sort_key)
     blocks = []
@@ -48,7 +47,7 @@ def markdown_tables(runs: list[Any]) -> str:
             continue
         heads = ["editor"] + [f"{name} {'^' if HIGHER_IS_BETTER[metric] else 'v'}" for name, _, metric in columns]
         heads += [f"n ({'/'.join(splits)})", "minutes"]
-        lines = [f"**{title}** (%, ± half the 95% interval)", "", "| " + " | ".join(heads) + " |",
+        lines = [f"**{title}** (%, [95% interval])", "", "| " + " | ".join(heads) + " |",
                  "|" + "|".join("---" for _ in heads) + "|"]
         for run in present:
             cells = [run.folder.name]

@@ -98,3 +98,28 @@ def test_aggregate_is_in_percent_and_skips_nan():
     agg = M.aggregate("D", [0.01, 0.03, float("nan")])
     assert agg["n"] == 2
     assert agg["value"] == pytest.approx(2.0)
+
+
+@given(st.sampled_from(sorted(M.METRIC_RANGES)), st.lists(st.floats(0, 1), min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_an_aggregate_stays_in_its_metrics_range_and_does_not_depend_on_the_order_of_the_records(name, values, rng):
+    low_bound, high_bound = M.METRIC_RANGES[name]
+    shuffled = list(values)
+    rng.shuffle(shuffled)
+    first, second = M.aggregate(name, values), M.aggregate(name, shuffled)
+    assert first == second  # bit for bit: a merge of shards and the unsplit run agree
+    assert 100 * low_bound <= first["low"] <= first["value"] <= first["high"] <= 100 * high_bound
+
+
+def test_small_samples_get_intervals_that_mean_what_they_say():
+    three = M.aggregate("Succ", [1.0, 1.0, 0.5])  # RoundEdit's Succ: 83% over 3 cases
+    assert three["high"] <= 100 and round(three["value"], 2) == 83.33 and three["low"] > 30
+    ten_equal = M.aggregate("Succ", [0.5] * 10)
+    assert ten_equal["low"] < 50 < ten_equal["high"]  # ten equal values still get a width
+    cm = M.aggregate("CM", [0.9, 0.95, 1.0])
+    assert cm["high"] == 100.0  # CM is at most 1
+
+
+def test_the_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 5, 9, 29, 30, 31, 50, 200):
+        assert abs(M.t_quantile_975(df) - stats.t.ppf(0.975, df)) < 1e-3

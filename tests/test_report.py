@@ -79,7 +79,7 @@ def test_report_loads_in_chromium_without_errors_and_shows_the_numbers(runs, tmp
     html = dom.stdout
     # The headline cells hold the fixture's numbers: coverage CM mean of 0.9, 0.8, 0.7 -> 80.00 %, reverse CS_imp 0.
     rome = summarize(load_run(runs[0]).records)
-    assert f"{rome['coverage']['metrics']['CM']['value']:.2f} ±" in html and "80.00 ±" in html
+    assert f"{rome['coverage']['metrics']['CM']['value']:.2f} [" in html and "80.00 [" in html
     assert "paper 99.96" in html and "paper 0.00" in html  # GPT-2 XL ROME in the paper's setting: Single Succ, Reverse CS_imp
     # MEMIT's run is not in the paper's setting: no published value (its coverage Succ is 79.24), and the reason instead.
     assert "paper 79.24" not in html and "not the paper's setting: statistics from gensim-wiki" in html
@@ -191,7 +191,7 @@ def test_the_markdown_table_has_one_row_per_run_with_intervals_counts_and_time(r
     rows = dict(zip(names, cells))
     head = next(line for line in conflict.splitlines() if line.startswith("| editor")).split(" | ")
     cm = head.index("Coverage CM ^")
-    assert rows["rome-run"][cm].startswith("80.00 ±")  # mean of 0.9, 0.8, 0.7
+    assert rows["rome-run"][cm].startswith("80.00 [")  # mean of 0.9, 0.8, 0.7
     assert rows["rome-run"][head.index("Reverse CS_imp ^")].startswith("0.00")
     assert rows["rome-run"][-2] == "3/2/0" and rows["rome-run"][-1] == "0 |"  # 5 cases of 2 s: 0 minutes
     assert rows["memit-run"][head.index("Reverse CS_exp ^")] == "-"
