@@ -26,8 +26,8 @@ from harness.run_files import read_cases
 
 KEPT = Path(__file__).resolve().parents[1] / "docs" / "findings" / "gemma3-270m-gpt2xl"
 RECORD_FIELDS = ("case_id", "benchmark", "split", "index", "group", "status", "seed", "metrics", "pitfall", "seconds_edit",
-                 "seconds_eval", "device", "worker",
-                 "chain", "chain_position", "chain_segment", "original_metrics", "retention")  # the last five: --sequential
+                 "seconds_eval", "device", "worker")
+CHAIN_FIELDS = ("chain", "chain_position", "chain_segment", "original_metrics", "retention")  # kept when set (--sequential)
 
 
 def numeric_scores(scores: dict) -> dict:
@@ -43,8 +43,8 @@ def save(results: Path, kept: Path) -> list[tuple[str, int]]:
         records = [r for r in read_cases(run / CASES_FILE).latest() if r.ok]
         target = kept / run.name
         target.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps({**{f: getattr(r, f) for f in RECORD_FIELDS}, "scores": numeric_scores(r.scores)}, allow_nan=True)
-                 for r in records]
+        lines = [json.dumps({**{f: getattr(r, f) for f in RECORD_FIELDS}, **{f: getattr(r, f) for f in CHAIN_FIELDS if getattr(r, f)},
+                             "scores": numeric_scores(r.scores)}, allow_nan=True) for r in records]
         (target / CASES_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         if (run / RUN_FILE).is_file():
             shutil.copyfile(run / RUN_FILE, target / RUN_FILE)

@@ -15,7 +15,8 @@ PAPER_LAYOUT = paper_layout()
 def format_cell(cell: dict[str, Any] | None) -> str:
     if not cell or cell.get("n", 0) == 0 or cell["value"] is None or math.isnan(cell["value"]):
         return "-"
-    return f"{cell['value']:.2f} [{cell['low']:.1f}, {cell['high']:.1f}]"  # the interval as it is: it may be lopsided
+    value, low, high = (round(cell[k], digits) + 0.0 for k, digits in (("value", 2), ("low", 1), ("high", 1)))  # no "-0.00"
+    return f"{value:.2f} [{low:.1f}, {high:.1f}]"  # the interval as it is: it may be lopsided
 
 
 def paper_tables(splits: dict[str, Any], label: str) -> str:
