@@ -1,0 +1,98 @@
+"""Greedy answers: what the model says after a prompt, through the same forward path as scoring.
+
+Teacher-forced scores feed the model the answer's tokens; a generated answer is what the model says itself
+(arXiv 2502.11177 measured published editing success far lower this way). :class:`Generator` answers a batch of
+prompts greedily, left-padded, with a key/value cache, through the model body and the head on the last position
+only (``scoring.vocabulary_logits``), so a weight edit, a module editor's patches (forward hooks) and a context
+editor's context (``InstalledContext``, applied to every prompt) are all in force, as they are when scoring.
+
+:func:`says` decides whether an answer names a label: both are normalised (Unicode NFKC, case folded,
+punctuation to spaces, whitespace collapsed, a leading article "a", "an" or "the" dropped) and the answer must
+start with the label, followed by the end or a word boundary ("Paris" is said by "Paris, the capital", not by
+"Parisian").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from pitfalls_editkit.contexts import InstalledContext
+from pitfalls_editkit.scoring import pad_batch, vocabulary_logits
+
+ARTICLES = ("a", "an", "the")
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
+def normalise(text: str) -> str:
+    """Case-folded words of ``text`` separated by one space, without punctuation or a leading article."""
+    words = _NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).split()
+    if len(words) > 1 and words[0] in ARTICLES:
+        words = words[1:]
+    return " ".join(words)
+
+
+def says(answer: str, label: str, aliases: Sequence[str] = ()) -> bool:
+    """Whether ``answer`` starts with ``label`` (or one of ``aliases``), normalised, at a word boundary."""
+    said = normalise(answer)
+    for name in (label, *aliases):
+        wanted = normalise(name)
+        if wanted and (said == wanted or said.startswith(wanted + " ")):
+            return True
+    return False
+
+
+@dataclass
+class Generator:
+    """Greedy continuations of prompts on one model, batched (``max_rows`` prompts a pass), with a key/value cache."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    context: InstalledContext | None = None  # a context editor's edit in force: every prompt is given through it
+    max_rows: int = 32
+
+    @torch.no_grad()
+    def answers(self, prompts: Sequence[str], max_new_tokens: int = 8) -> list[str]:
+        """What the model says after each prompt: at most ``max_new_tokens`` tokens, cut at the end-of-text token
+        and at the first line break."""
+        given = [self.context.prompt(p) if self.context is not None else p for p in prompts]
+        out: list[str] = []
+        for start in range(0, len(given), self.max_rows):
+            out += self._batch(given[start : start + self.max_rows], max_new_tokens)
+        return out
+
+    def _batch(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        tok, model = self.tokenizer, self.model
+        device = next(model.parameters()).device
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        stop = tok.eos_token_id
+        ids, mask, positions, _ = pad_batch([tok(p)["input_ids"] for p in prompts], pad_id, "left", device)
+        rows = torch.arange(len(prompts), device=device)
+        cache = DynamicCache()
+        logits = vocabulary_logits(model, ids, mask, rows, torch.full_like(rows, ids.shape[1] - 1), positions, cache)
+        produced: list[list[int]] = [[] for _ in prompts]
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        position = positions[:, -1]
+        for _step in range(max_new_tokens):
+            chosen = logits.argmax(-1)
+            for row, token in enumerate(chosen.tolist()):
+                if not done[row]:
+                    produced[row].append(token)
+            done |= chosen == stop if stop is not None else torch.zeros_like(done)
+            if bool(done.all()) or _step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position = position + 1
+            logits = vocabulary_logits(model, chosen.unsqueeze(1), mask, rows, torch.zeros_like(rows), position.unsqueeze(1),
+                                       cache)
+        texts = []
+        for tokens in produced:
+            if stop is not None and stop in tokens:
+                tokens = tokens[: tokens.index(stop)]
+            texts.append(tok.decode(tokens, skip_special_tokens=True).split("\n")[0])
+        return texts

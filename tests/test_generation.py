@@ -1,0 +1,88 @@
+"""Greedy answers (pitfalls_editkit.generation): the same tokens as transformers' greedy generate, batched and
+padded; a context editor's context and a module editor's patches are in force while the model generates; what
+counts as saying a label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from editors.grace import GRACE
+from harness.executors.workbench import Workbench
+from pitfalls_benchmark.datasets import load_dataset
+from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.generation import Generator, normalise, says
+from tests import broken_editors as broken
+
+PROMPTS = ["The capital of France is", "Germany's official language is", "The Eiffel Tower is located in the city of",
+           "Apple was founded by"]
+
+
+def transformers_greedy(loaded, prompts, max_new_tokens):
+    tok = loaded.tokenizer
+    out = []
+    for prompt in prompts:  # one at a time: no padding at all
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        generated = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                          max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                          pad_token_id=tok.pad_token_id, eos_token_id=None)
+        out.append(tok.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0])
+    return out
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2", "tiny-gemma3"])
+def test_batched_greedy_answers_are_transformers_greedy_answers(tiny_loader, model):
+    loaded = tiny_loader(model)
+    loaded.tokenizer.eos_token_id, saved = None, loaded.tokenizer.eos_token_id  # no early stop: compare every token
+    try:
+        ours = Generator(loaded.model, loaded.tokenizer, max_rows=3).answers(PROMPTS, max_new_tokens=6)
+    finally:
+        loaded.tokenizer.eos_token_id = saved
+    assert ours == transformers_greedy(loaded, PROMPTS, 6)
+
+
+def easy_edits(published: Path, n: int):
+    return [case.edit for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=n).cases["easy"]]
+
+
+def test_a_context_editors_context_and_a_module_editors_patch_are_in_force_while_the_model_generates(tiny_loader, cache_dir,
+                                                                                                   published):
+    loaded = tiny_loader("tiny-llama")
+    (edit,) = easy_edits(published, 1)
+    bench = Workbench.build(broken.Preface(loaded, EditorSettings(cache_dir=cache_dir)))
+    generator = Generator(loaded.model, loaded.tokenizer, context=bench.guard.context)
+    with bench.guard.case(bench.editor) as case:
+        case.apply([edit], seed=0)
+        given = bench.guard.context.prompt(edit.prompt)
+        assert generator.answers([edit.prompt]) == Generator(loaded.model, loaded.tokenizer).answers([given])
+    grace = Workbench.build(GRACE(loaded, EditorSettings(cache_dir=cache_dir)))
+    before = generator.answers([edit.prompt], max_new_tokens=4)
+    with grace.guard.case(grace.editor) as case:
+        case.apply([edit], seed=0)
+        during = generator.answers([edit.prompt], max_new_tokens=4)
+        first = loaded.tokenizer.decode(loaded.tokenizer(" " + edit.new_object.label, add_special_tokens=False)["input_ids"][:1])
+        # the codebook answers at the prompt's last token: the first token is the new object's. The next positions'
+        # inputs are the generated tokens', not keys of the codebook, so on this tiny model the rest of the label is
+        # not said: what teacher forcing (which feeds the label's tokens) cannot show
+        assert during[0].startswith(first) and not says(during[0], edit.new_object.label), during
+    assert generator.answers([edit.prompt], max_new_tokens=4) == before != during
+
+
+@pytest.mark.parametrize(("answer", "label", "said"), [
+    (" Paris, the capital", "Paris", True),
+    (" Parisian food", "Paris", False),
+    (" the United Kingdom.", "United Kingdom", True),
+    ("  UNITED   kingdom", "the United Kingdom", True),
+    (" New York City", "New York", True),
+    (" York", "New York", False),
+    ("", "Paris", False),
+    (" Ａｐｐｌｅ Inc.", "Apple", True),  # NFKC: full-width letters
+])
+def test_saying_a_label(answer, label, said):
+    assert says(answer, label) is said
+
+
+def test_normalise_drops_a_leading_article_only_when_more_follows():
+    assert normalise("The Hague") == "hague" and normalise("The") == "the" and normalise("U.S.A.") == "u s a"
