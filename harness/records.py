@@ -60,6 +60,10 @@ class CaseRecord:
     chain_segment: int | None = None
     original_metrics: dict[str, float] = field(default_factory=dict)  # RoundEdit against the truly original model
     retention: dict[str, float] = field(default_factory=dict)  # measured after this case: earlier edits that still hold
+    # --generation: the 0/1 metrics and the pitfall verdict again, from greedy answers instead of teacher-forced scores.
+    generation_metrics: dict[str, float] = field(default_factory=dict)
+    generation_pitfall: bool | None = None
+    generated: list[str] = field(default_factory=list)  # "prompt => answer", in the order the case asked them
 
     @property
     def ok(self) -> bool:
@@ -158,7 +162,22 @@ def summarize(records: list[CaseRecord]) -> dict[str, Any]:
             "pitfalls": sum(1 for r in scored if r.split == split and r.pitfall),
             "metrics": {name: M.aggregate(name, rows[name].dropna().tolist()) for name in SPLITS[split].metrics if name in rows},
         }
+        generated = [r for r in scored if r.split == split and r.generation_pitfall is not None]
+        if generated:
+            summary[split]["generation"] = generation_summary(split, generated)
     return summary
+
+
+def generation_summary(split: str, records: list[CaseRecord]) -> dict[str, Any]:
+    """--generation, per split: the generated twins aggregated, their pitfall count, and how often the generated
+    pitfall verdict agrees with the teacher-forced one (a rate, with its Wilson interval)."""
+    names = [name for name in SPLITS[split].metrics if all(name in r.generation_metrics for r in records)]
+    return {
+        "n": len(records),
+        "pitfalls": sum(1 for r in records if r.generation_pitfall),
+        "agreement": M.aggregate("FR", [float(r.generation_pitfall == r.pitfall) for r in records]),  # a 0/1 rate
+        "metrics": {name: M.aggregate(name, [r.generation_metrics[name] for r in records]) for name in names},
+    }
 
 
 def git_commit(folder: Path | None = None) -> str | None:

@@ -110,6 +110,7 @@ def _raw_lines(path: Path) -> Iterator[Any]:
 # --------------------------------------------------------------------------- cases.jsonl
 
 _KINDS_OF_ANNOTATION = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float), "int | None": (int, type(None)),
+                        "bool | None": (bool, type(None)),
                         "dict[str, Any]": (dict,), "dict[str, float]": (dict,), "list[str]": (list,)}
 # CaseRecord's fields -> the JSON types each may hold (None where the annotation allows it).
 FIELD_KINDS: dict[str, tuple[type, ...]] = {f.name: _KINDS_OF_ANNOTATION[str(f.type)] for f in fields(CaseRecord)}
@@ -144,9 +145,9 @@ def case_problem(data: Any) -> str | None:
     for name in ("seconds_edit", "seconds_eval"):
         if name in data and not (is_finite_number(data[name]) and data[name] >= 0):
             return f"{name} {data[name]!r} is not a finite number of seconds"
-    if not all(isinstance(text, str) for key in ("edits", "notes") for text in data.get(key, [])):
-        return "edits or notes hold something other than text"
-    for key in ("metrics", "original_metrics", "retention"):
+    if not all(isinstance(text, str) for key in ("edits", "notes", "generated") for text in data.get(key, [])):
+        return "edits, notes or generated hold something other than text"
+    for key in ("metrics", "original_metrics", "retention", "generation_metrics"):
         for name, value in data.get(key, {}).items():
             if not is_number(value):
                 return f"{key}.{name} holds {type(value).__name__} {str(value)[:40]!r}, not a number"

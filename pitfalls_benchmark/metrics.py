@@ -127,6 +127,14 @@ def mean_interval(values: Sequence[float], bounds: tuple[float, float] = (-math.
     return (max(bounds[0], mean - half), min(bounds[1], mean + half))
 
 
+def format_aggregate(cell: dict | None) -> str:
+    """An aggregate as the tables and the terminal show it: ``value [low, high]`` in %, or "-" when it has no value."""
+    if not cell or cell.get("n", 0) == 0 or cell["value"] is None or math.isnan(cell["value"]):
+        return "-"
+    value, low, high = (round(cell[k], digits) + 0.0 for k, digits in (("value", 2), ("low", 1), ("high", 1)))  # no "-0.00"
+    return f"{value:.2f} [{low:.1f}, {high:.1f}]"  # the interval as it is: it may be lopsided
+
+
 def aggregate(name: str, values: Sequence[float]) -> dict[str, float | int]:
     """Dataset-level value of one metric in %, with its 95% interval and n."""
     clean = [v for v in values if v is not None and not math.isnan(v)]

@@ -74,6 +74,7 @@ class CaseRow:
     score_rows: list[tuple[str, list[str]]]  # quantity, one text per stage
     notes: list[str]
     message: str
+    generated: list[str] = field(default_factory=list)  # --generation: "prompt => answer" (untrusted text: escaped)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class RunView:
     hparams_json: str
     n_cases: int
     notices: list[str] = field(default_factory=list)  # records left out of the run's numbers, and why
+    generation: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # --generation: one row per split
 
 
 @dataclass
@@ -164,6 +166,7 @@ def _case_rows(runs: list[tuple[str, Run]]) -> list[CaseRow]:
                 {k: v for k, v in (r.metrics or {}).items() if isinstance(v, (int, float))},
                 float((r.seconds_edit or 0) + (r.seconds_eval or 0)), [str(e) for e in r.edits or []],
                 _score_rows(r.scores or {}), [str(n) for n in r.notes or []], str(r.pitfall_message or r.error or ""),
+                [str(g) for g in r.generated or []],
             ))
     return rows
 
@@ -216,9 +219,11 @@ def _run_view(run_id: str, run: Run, out_dir: Path) -> RunView:
     items += [(f"version {k}", str(v)) for k, v in (cfg.get("versions") or {}).items()]
     link = lambda p: os.path.relpath(Path(p).resolve(), out_dir).replace(os.sep, "/")
     summary = run.folder / "summary.json"
+    generation = [(split, str(info["generation"]["n"]), str(info["pitfalls"]), str(info["generation"]["pitfalls"]),
+                   format_cell(info["generation"]["agreement"])) for split, info in run.splits.items() if "generation" in info]
     return RunView(run_id, run.label, run.model, run.editor, str(run.folder), link(summary) if summary.is_file() else None,
                    link(run.folder / "cases.jsonl"), run.finished, run.incomplete_splits(), items,
-                   json.dumps(cfg.get("hparams", {}), indent=1, ensure_ascii=False), len(run.records), run.notices)
+                   json.dumps(cfg.get("hparams", {}), indent=1, ensure_ascii=False), len(run.records), run.notices, generation)
 
 
 def build_view(runs: list[Run], out_dir: Path) -> ReportView:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from pitfalls_benchmark import metrics as M
 from pitfalls_benchmark.metrics import HIGHER_IS_BETTER
 from pitfalls_benchmark.splits import paper_layout
 
@@ -13,10 +13,7 @@ PAPER_LAYOUT = paper_layout()
 
 
 def format_cell(cell: dict[str, Any] | None) -> str:
-    if not cell or cell.get("n", 0) == 0 or cell["value"] is None or math.isnan(cell["value"]):
-        return "-"
-    value, low, high = (round(cell[k], digits) + 0.0 for k, digits in (("value", 2), ("low", 1), ("high", 1)))  # no "-0.00"
-    return f"{value:.2f} [{low:.1f}, {high:.1f}]"  # the interval as it is: it may be lopsided
+    return M.format_aggregate(cell)
 
 
 def paper_tables(splits: dict[str, Any], label: str) -> str:

@@ -181,6 +181,8 @@ CATALOGUE: list[Bad] = [
     Bad("ike-more-demonstrations-than-edits", ["--editor", "ike", "--hparams-set", "k=50"],
         "IKE needs 51 dataset edits unrelated to the edits in force for 50 demonstrations, found", status=1, tiny_run=True),
     Bad("grace-with-mle", ["--editor", "grace", "--mle"], "editor 'grace' cannot edit a batch (supports_batch is False)"),
+    Bad("generation-zero-tokens", ["--generation", "0"], "--generation 0: give N >= 1 new tokens a generated answer may have"),
+    Bad("generation-with-case-batch", ["--generation", "--case-batch", "4"], "--generation runs cases one at a time: drop --case-batch"),
     # ------------------------------------------------------------------ the results folder
     Bad("results-dir-under-a-file", ["--results-dir", "{tmp}/afile/results"], "cannot write the run folder",
         setup=write("tmp/afile", "x"), tiny_run=True),

@@ -86,3 +86,46 @@ def test_saying_a_label(answer, label, said):
 
 def test_normalise_drops_a_leading_article_only_when_more_follows():
     assert normalise("The Hague") == "hague" and normalise("The") == "the" and normalise("U.S.A.") == "u s a"
+
+
+def test_each_case_gets_the_generated_twin_of_its_verdicts_computed_by_the_same_plan(tiny_loader, cache_dir, published,
+                                                                                    monkeypatch):
+    from harness.executors.single import run_one
+    from harness.executors.workbench import Workbench as Bench
+    from pitfalls_benchmark.datasets import load_dataset as load
+
+    loaded = tiny_loader("tiny-llama")
+    dataset = load(published / "GPT2-XL", limit=1)
+    bench = Workbench.build(GRACE(loaded, EditorSettings(cache_dir=cache_dir)), dataset, generation=4)
+
+    def first_object_said_everywhere(self, paraphrases, subject, relation, objects, heard):
+        heard.append(f"{subject} => {objects[0]}")
+        return [1.0] + [0.0] * (len(objects) - 1)
+
+    monkeypatch.setattr(Bench, "said", first_object_said_everywhere)
+    for case in dataset.all_cases():
+        record = run_one(bench, case)
+        twin = record.generation_metrics
+        if case.split == "coverage":  # m2 scores [e2 new, e1 new]: e2 said -> CS_exp 1; alone: e2 said -> Succ 1
+            assert twin == {"Succ": 1, "CS_exp": 1} and record.generation_pitfall is False
+        elif case.split in ("reverse", "composite"):  # every scoring step says its first object, so e2 ties e1 at 1
+            assert twin["CS_exp"] == 0 and record.generation_pitfall is True
+        else:  # m1 says the new object, m2 the old one; no other true object is said before or after
+            assert twin == {"Succ": 1.0, "IR": 0.0, "FR": 0} and record.generation_pitfall is False
+        assert record.generated and all(" => " in line for line in record.generated)
+
+
+@pytest.mark.slow
+def test_generation_runs_in_the_suites_and_the_report_shows_both_verdicts_escaped(published, cache_dir, tmp_path):
+    from tests.helpers import records, run_pytest, suite_args
+
+    proc = run_pytest(suite_args(published, tmp_path, "--editor", "tests.broken_editors:Preface", "--generation", "3",
+                                 "--record-only", "--limit", "1", model="tiny-llama", run_name="gen"), cache_dir)
+    assert proc.returncode == 0, proc.output[-3000:]
+    lines = records(tmp_path / "gen" / "cases.jsonl")
+    assert len(lines) == 5 and all(r["generation_pitfall"] in (True, False) and r["generated"] for r in lines)
+    assert "verdicts agree in" in proc.output
+    config = __import__("json").loads((tmp_path / "gen" / "run.json").read_text())
+    assert config["generation"]["max_new_tokens"] == 3
+    html = (tmp_path / "gen" / "report.html").read_text(encoding="utf-8")
+    assert "Teacher-forced and generated verdicts" in html and "generated: " in html

@@ -30,7 +30,7 @@ def case_record(split: str, index: int, pitfall: bool, metrics: dict, config: di
             if split in ("easy", "hard") else "conflict", "split": split, "index": index, "group": group, "seed": index,
             "scores": scores, "metrics": metrics, "pitfall": pitfall, "pitfall_message": "CS_imp = 0" if pitfall else "",
             "seconds_edit": 1.5, "seconds_eval": 0.5, "edits": [f"The capital of {NASTY} is [Paris -> Lyon]"],
-            "notes": [], "config": config}
+            "notes": [], "config": config, "generated": [f"The capital of {NASTY} is => {NASTY}"]}  # --generation text is untrusted
 
 
 def write_run(folder: Path, editor: str, records: list[dict], expected: dict[str, int], finished: bool) -> Path:

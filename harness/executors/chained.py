@@ -51,9 +51,11 @@ def run_on_chain(bench: Workbench, run: ChainRun, case: Case, paraphrases: Parap
     chain.start_case()
     seed = bench.seed_of(case)
     plan = plan_of(case).steps(case, seed, bench.settings(on_chain=True))
-    carried = carry_out(bench, plan, paraphrases, chain.case, lambda: chain.edits_applied == 0)
+    twin = plan_of(case).steps(case, seed, bench.settings(on_chain=True)) if bench.generation else None
+    carried = carry_out(bench, plan, paraphrases, chain.case, lambda: chain.edits_applied == 0, twin)
     scores, values, notes = carried.outcome
-    record = bench.record(case, seed, scores, values, notes, carried.edit_seconds, carried.eval_seconds, carried.applied)
+    record = bench.record(case, seed, scores, values, notes, carried.edit_seconds, carried.eval_seconds, carried.applied,
+                          carried.generated)
     record.chain, record.chain_position, record.chain_segment = chain.chain_id, chain.case_start, chain.segment
     reading = plan_of(case).against_original
     if reading is not None and case.case_id in run.original_m0:

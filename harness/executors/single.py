@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.executors.workbench import Paraphrases, WorkAhead, Workbench
+from harness.executors.workbench import GeneratedTwin, Paraphrases, WorkAhead, Workbench
 from harness.records import CaseRecord
 from pitfalls_benchmark.datasets import Case
 from pitfalls_benchmark.plans import Apply, Outcome, Plan, Restart, plan_of
+
+SAID_FLOOR = 1e-9  # added to every share a twin plan is told: its D and JS (not kept) need no zero to divide by
 
 
 @dataclass
@@ -22,17 +24,26 @@ class Carried:
     edit_seconds: float = 0.0
     eval_seconds: float = 0.0
     applied: list[str] = field(default_factory=list)
+    generated: GeneratedTwin | None = None  # --generation: the same plan's metrics from greedy answers
 
 
 def carry_out(bench: Workbench, plan: Plan, paraphrases: Paraphrases, open_edits: Callable[[], Any],
-              originals_on_disk: Callable[[], bool]) -> Carried:
+              originals_on_disk: Callable[[], bool], twin: Plan | None = None) -> Carried:
     """Carry ``plan`` out on the model. ``open_edits()`` gives the context its edits go through (the guard's undo, or
-    a chain's); ``originals_on_disk()`` says whether the model is the unedited one now (its scores may come from disk)."""
+    a chain's); ``originals_on_disk()`` says whether the model is the unedited one now (its scores may come from disk).
+
+    ``twin`` (--generation): the same plan again, advanced in step with ``plan`` (plans never branch on what they
+    are told), told at each scoring step the share of prompts whose greedy answer says each object; its metrics
+    are the generated twins of ``plan``'s."""
     carried = Carried(outcome=({}, {}, []))
+    heard: list[str] = []
+    if twin is not None:
+        next(twin)
     with contextlib.ExitStack() as opened:
         edits = None
         step = next(plan)
         while True:
+            said = None
             answer = None
             if isinstance(step, Apply):
                 if edits is None:
@@ -49,7 +60,14 @@ def carry_out(bench: Workbench, plan: Plan, paraphrases: Paraphrases, open_edits
             else:
                 start = time.perf_counter()
                 answer = bench.score(paraphrases, step.subject, step.relation, step.objects, step.original and originals_on_disk())
+                if twin is not None:
+                    said = [rate + SAID_FLOOR for rate in bench.said(paraphrases, step.subject, step.relation, step.objects, heard)]
                 carried.eval_seconds += time.perf_counter() - start
+            if twin is not None:
+                try:
+                    twin.send(said)
+                except StopIteration as done:
+                    carried.generated = GeneratedTwin(done.value[1], heard)
             try:
                 step = plan.send(answer)
             except StopIteration as done:
@@ -67,9 +85,10 @@ def run_one(bench: Workbench, case: Case, paraphrases: Paraphrases | None = None
     bench.check_fits(case, paraphrases)
     seed = bench.seed_of(case)
     plan = plan_of(case).steps(case, seed, bench.settings())
-    carried = carry_out(bench, plan, paraphrases, lambda: bench.guard.case(bench.editor), lambda: True)
+    twin = plan_of(case).steps(case, seed, bench.settings()) if bench.generation else None
+    carried = carry_out(bench, plan, paraphrases, lambda: bench.guard.case(bench.editor), lambda: True, twin)
     scores, values, notes = carried.outcome
     if ahead.note:
         notes.append(ahead.note)
     return bench.record(case, seed, scores, values, notes, carried.edit_seconds + ahead.edit_seconds,
-                        carried.eval_seconds + ahead.eval_seconds, carried.applied)
+                        carried.eval_seconds + ahead.eval_seconds, carried.applied, carried.generated)

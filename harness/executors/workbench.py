@@ -14,11 +14,24 @@ from pitfalls_benchmark.plans import PlanSettings, describe_pitfall, plan_of
 from pitfalls_benchmark.splits import SPLITS
 from pitfalls_editkit.contract import Editor
 from pitfalls_editkit.facts import Relation, fill
+from pitfalls_editkit.generation import Generator, says
 from pitfalls_editkit.scoring import Scorer
 
 CONTEXT_MARGIN_TOKENS = 64  # room left in the model's context for the prefixes editors put before a prompt
 
 Paraphrases = dict[str, tuple[str, ...]]  # relation id -> extra prompt templates
+
+
+GENERATED_METRICS = ("Succ", "CS_exp", "CS_imp", "IR", "FR")  # the metrics with a generated twin (0/1 and IR's share)
+
+
+@dataclass
+class GeneratedTwin:
+    """--generation: the case's metrics from greedy answers (the plan run again on the shares of prompts that say
+    each object), and every prompt with its answer."""
+
+    values: dict[str, float]
+    heard: list[str]
 
 
 class CaseInputError(ValueError):
@@ -55,6 +68,7 @@ class Workbench:
     mle: bool = False
     paraphrases_of: Callable[[Case], Paraphrases] = lambda case: {}
     original_scores: OriginalScores | None = None
+    generation: int | None = None  # --generation: new tokens a greedy answer may have (None: no generation)
 
     @classmethod
     def build(cls, editor: Editor, dataset: Dataset | None = None, guard: ModelGuard | None = None, **options) -> Workbench:
@@ -103,14 +117,28 @@ class Workbench:
             return self.original_scores.scores(prompts, list(objects), lambda: self.scorer.fact_scores(prompts, list(objects)))
         return self.scorer.fact_scores(prompts, list(objects))
 
+    def said(self, paraphrases: Paraphrases, subject: str, relation: Relation, objects: Sequence[str],
+             heard: list[str]) -> list[float]:
+        """--generation: for each object, the share of the fact's prompts whose greedy answer says it (``says``); each
+        prompt and answer is appended to ``heard``."""
+        prompts = prompt_set(relation, subject, paraphrases)
+        answers = Generator(self.scorer.model, self.scorer.tokenizer, self.guard.context).answers(prompts, self.generation or 1)
+        heard += [f"{prompt} => {answer}" for prompt, answer in zip(prompts, answers)]
+        return [sum(says(answer, obj) for answer in answers) / len(answers) for obj in objects]
+
     def record(self, case: Case, seed: int, scores: dict, values: dict[str, float], notes: list[str], seconds_edit: float,
-               seconds_eval: float, applied: list[str]) -> CaseRecord:
+               seconds_eval: float, applied: list[str], generated: GeneratedTwin | None = None) -> CaseRecord:
         """The case's record, with its pitfall decided; a NaN metric is an error, never a result."""
         for name, value in values.items():
             if value != value:  # NaN
                 raise FloatingPointError(f"case {case.case_id}: metric {name} is NaN (scores {scores})")
         pitfall = SPLITS[case.split].shows_pitfall(values)
+        twin = {}
+        if generated is not None:
+            twin = {k: v for k, v in generated.values.items() if k in GENERATED_METRICS}
         return CaseRecord(
+            generation_metrics=twin, generation_pitfall=SPLITS[case.split].shows_pitfall(twin) if generated else None,
+            generated=generated.heard if generated else [],
             case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case.group, seed=seed,
             scores=scores, metrics=values, pitfall=pitfall, pitfall_message=describe_pitfall(case.split, values, scores) if pitfall else "",
             seconds_edit=round(seconds_edit, 3), seconds_eval=round(seconds_eval, 3),

@@ -108,6 +108,9 @@ def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: R
         "paper_setting": not differs, "paper_setting_differs": differs,
         "sequential": run_options.sequential, "retention_every": run_options.retention_every,
         "retention_sample": run_options.retention_sample,
+        "generation": None if run_options.generation is None else {
+            "max_new_tokens": run_options.generation, "decoding": "greedy", "stop": "end-of-text token or line break",
+            "counts_when": "the normalised answer starts with the label at a word boundary (pitfalls_editkit.generation.says)"},
         "versions": versions(), "git_commit": git_commit(),
     }
 
@@ -132,7 +135,7 @@ def workbench(pytestconfig: pytest.Config, editor, loaded_model, model_guard, ru
     try:
         return Workbench(editor, Scorer(loaded_model.model, loaded_model.tokenizer), model_guard, seed=run_options.seed,
                          mle=run_options.mle, paraphrases_of=lambda case: dataset_of(pytestconfig).prompts_for(case),
-                         original_scores=original)
+                         original_scores=original, generation=run_options.generation)
     except ValueError as exc:
         pytest.fail(str(exc), pytrace=False)
 

@@ -44,6 +44,7 @@ class RunOptions:
     shard: str | None = None  # "K/N": run the K-th of N deterministic parts of the cases
     resume: bool = False  # skip the cases the --run-name folder already holds a finished record of
     case_batch: int = 1  # K: the first edits of K consecutive cases are worked out together (Editor.prepare)
+    generation: int | None = None  # --generation [N]: every scored query also answered greedily, N new tokens at most
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunOptions:
@@ -56,7 +57,7 @@ class RunOptions:
             stats_tokens=get("--stats-tokens"), cache_dir=get("--cache-dir"), shard=get("--shard"), stats_dir=get("--stats-dir"),
             hparams_set=tuple(get("--hparams-set") or ()), sequential=get("--sequential"),
             retention_every=get("--retention-every"), retention_sample=get("--retention-sample"),
-            resume=get("--resume"), case_batch=get("--case-batch"),
+            resume=get("--resume"), case_batch=get("--case-batch"), generation=get("--generation"),
         )
 
     @property
@@ -119,11 +120,15 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--case-batch", type=int, default=1, metavar="K",
                     help="work out the first edits of K consecutive cases together on the unedited model (editors that "
                          "offer it: rome, r-rome and the memit family); same results, fewer passes on a GPU (default 1)")
+    group.addoption("--generation", nargs="?", type=int, const=GENERATION_TOKENS, default=None, metavar="N",
+                    help="also answer every query the metrics score by greedy generation (at most N new tokens, default "
+                         f"{GENERATION_TOKENS}) and record the generated twin of each 0/1 metric and of the pitfall verdict")
     group.addoption("--resume", action="store_true",
                     help="go on with the --run-name folder: skip the cases it already holds a finished record of (same options)")
 
 
 DTYPES = ("float32", "float16", "bfloat16")
+GENERATION_TOKENS = 8  # --generation's default: enough for the datasets' labels (most are 1-4 tokens)
 CORPUS_ROWS_CHECKED = 20  # rows of a local --stats-corpus hf:FOLDER read before the run
 
 
@@ -144,6 +149,10 @@ def check_options(options: RunOptions) -> None:
         if options.mle and not chosen.supports_batch:
             raise pytest.UsageError(f"--mle edits all true objects of a case in one batch; editor {options.editor!r} cannot "
                                     "edit a batch (supports_batch is False): drop --mle or choose an editor that can")
+    if options.generation is not None and options.generation < 1:
+        raise pytest.UsageError(f"--generation {options.generation}: give N >= 1 new tokens a generated answer may have")
+    if options.generation is not None and options.case_batch > 1:
+        raise pytest.UsageError("--generation runs cases one at a time: drop --case-batch (or --generation)")
     if options.limit is not None and options.limit < 1:
         raise pytest.UsageError(f"--limit {options.limit}: selects no case; give 1 or more (or leave it out for every case)")
     if options.device not in ("auto", "cpu", "cuda") and not (options.device.startswith("cuda:") and options.device[5:].isdigit()):

@@ -41,6 +41,7 @@ from harness.records import (
     write_summary,
 )
 from harness.run_files import CaseLines, RunFileError, counted_records, read_cases, read_run_config, read_selection
+from pitfalls_benchmark import metrics as M
 
 LOCK_FILE = ".writer.lock"
 # The options that make two runs comparable: a run folder holds runs of one such set only.
@@ -290,6 +291,10 @@ class ResultsRecorder:
         terminalreporter.section("knowledge-editing pitfalls")
         for split, info in self.summary["splits"].items():
             terminalreporter.write_line(f"{split}: {info['n']} cases, {info['pitfalls']} with the pitfall, {info['errors']} errors")
+            if "generation" in info:
+                generated = info["generation"]
+                terminalreporter.write_line(f"{split}, generated: {generated['pitfalls']} with the pitfall; the verdicts agree in "
+                                            f"{M.format_aggregate(generated['agreement'])} % of {generated['n']} cases")
         for notice in self.notices:
             terminalreporter.write_line(notice)
         errors_only = {r.split for r in self.latest if not r.ok} - set(self.summary["splits"])
