@@ -25,6 +25,8 @@ them, as the reference's generation does.
 Where we differ, and why. The
 reference's unrelated prompt is a locality question of its dataset (NQ); here it is another edit's prompt and true
 object from the run's dataset, drawn seeded and sharing no entity with the edit. ``replay`` is not offered.
+Training stops early as the reference's does: once the loss is at most 0.02 and moved by at most 1e-4 since the
+step before.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from pitfalls_editkit.scoring import encode_completion, pad_batch, vocabulary_lo
 TEMPLATE_LENGTHS = [[5, 5], [10, 5]]  # the reference's context templates: 5 start words x 2 lengths
 TEMPLATE_STARTS = ["I", "You", "Because", "Yes", "Q: "]
 LONG_SEQUENCE = 100  # past this many tokens a sequence routes by its largest distance, as the reference's
-NO_EDIT_YET = float("inf")  # a memory's threshold before an edit was saved into it (the reference's 1e9)
+NO_EDIT_YET = float("inf")
+EARLY_STOP_LOSS, EARLY_STOP_CHANGE = 0.02, 1e-4  # training stops once the loss is this low and no longer moving (reference)  # a memory's threshold before an edit was saved into it (the reference's 1e9)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ class WISE(ModuleEditor):
         def mean_distances() -> torch.Tensor:
             return (seen["distance"] * mask).sum(-1) / mask.sum(-1)
 
+        previous = latest = float("inf")
         for _step in range(hp.n_iter):
             optimizer.zero_grad()
             with Trace(model, self.module, retain_output=False, edit_output_from_input=side_everywhere):
@@ -217,6 +221,9 @@ class WISE(ModuleEditor):
             inside, outside = distances[:unrelated], distances[unrelated:]
             loss = answer_loss + _positive_mean(outside.view(-1, 1) - inside + gamma) + _positive_mean(outside - alpha) \
                 + _positive_mean(beta - inside)
+            if abs(latest - previous) <= EARLY_STOP_CHANGE and latest <= EARLY_STOP_LOSS:  # the reference's EarlyStopMeter
+                break
+            previous, latest = latest, float(loss)
             loss.backward()
             weight.grad *= self.mask
             optimizer.step()
