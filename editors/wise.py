@@ -223,7 +223,7 @@ class WISE(ModuleEditor):
                 + _positive_mean(beta - inside)
             if abs(latest - previous) <= EARLY_STOP_CHANGE and latest <= EARLY_STOP_LOSS:  # the reference's EarlyStopMeter
                 break
-            previous, latest = latest, float(loss)
+            previous, latest = latest, float(loss.detach())
             loss.backward()
             weight.grad *= self.mask
             optimizer.step()
