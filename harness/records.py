@@ -64,6 +64,8 @@ class CaseRecord:
     generation_metrics: dict[str, float] = field(default_factory=dict)
     generation_pitfall: bool | None = None
     generated: list[str] = field(default_factory=list)  # "prompt => answer", in the order the case asked them
+    # --general-ability: the measures on the case's edited model (on a chain: where a measurement was due)
+    general_ability: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -165,6 +167,13 @@ def summarize(records: list[CaseRecord]) -> dict[str, Any]:
         generated = [r for r in scored if r.split == split and r.generation_pitfall is not None]
         if generated:
             summary[split]["generation"] = generation_summary(split, generated)
+        measured = [r.general_ability for r in scored if r.split == split and r.general_ability]
+        if measured:
+            names = sorted({name for values in measured for name in values})
+            summary[split]["general_ability"] = {
+                name: dict(zip(("low", "high"), M.mean_interval([v[name] for v in measured if name in v])),
+                           mean=math.fsum(v[name] for v in measured if name in v) / sum(name in v for v in measured),
+                           n=sum(name in v for v in measured)) for name in names}
     return summary
 
 

@@ -147,7 +147,7 @@ def case_problem(data: Any) -> str | None:
             return f"{name} {data[name]!r} is not a finite number of seconds"
     if not all(isinstance(text, str) for key in ("edits", "notes", "generated") for text in data.get(key, [])):
         return "edits, notes or generated hold something other than text"
-    for key in ("metrics", "original_metrics", "retention", "generation_metrics"):
+    for key in ("metrics", "original_metrics", "retention", "generation_metrics", "general_ability"):
         for name, value in data.get(key, {}).items():
             if not is_number(value):
                 return f"{key}.{name} holds {type(value).__name__} {str(value)[:40]!r}, not a number"

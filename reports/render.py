@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from harness.general_ability import general_ability_lines
 from harness.records import CaseRecord
 from pitfalls_benchmark.metrics import HIGHER_IS_BETTER
 from pitfalls_benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
@@ -93,6 +94,7 @@ class RunView:
     n_cases: int
     notices: list[str] = field(default_factory=list)  # records left out of the run's numbers, and why
     generation: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # --generation: one row per split
+    general_ability: list[str] = field(default_factory=list)  # --general-ability: one line per measure
 
 
 @dataclass
@@ -223,7 +225,8 @@ def _run_view(run_id: str, run: Run, out_dir: Path) -> RunView:
                    format_cell(info["generation"]["agreement"])) for split, info in run.splits.items() if "generation" in info]
     return RunView(run_id, run.label, run.model, run.editor, str(run.folder), link(summary) if summary.is_file() else None,
                    link(run.folder / "cases.jsonl"), run.finished, run.incomplete_splits(), items,
-                   json.dumps(cfg.get("hparams", {}), indent=1, ensure_ascii=False), len(run.records), run.notices, generation)
+                   json.dumps(cfg.get("hparams", {}), indent=1, ensure_ascii=False), len(run.records), run.notices, generation,
+                   general_ability_lines([r for r in run.records if r.ok], cfg))
 
 
 def build_view(runs: list[Run], out_dir: Path) -> ReportView:

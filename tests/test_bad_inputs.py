@@ -181,6 +181,13 @@ CATALOGUE: list[Bad] = [
     Bad("ike-more-demonstrations-than-edits", ["--editor", "ike", "--hparams-set", "k=50"],
         "IKE needs 51 dataset edits unrelated to the edits in force for 50 demonstrations, found", status=1, tiny_run=True),
     Bad("grace-with-mle", ["--editor", "grace", "--mle"], "editor 'grace' cannot edit a batch (supports_batch is False)"),
+    Bad("general-ability-unknown", ["--general-ability", "bleu"], "--general-ability 'bleu': unknown measure"),
+    Bad("general-every-zero", ["--general-every", "0"], "--general-every 0: give K >= 1 edits between measurements"),
+    Bad("general-ability-unknown-task", ["--general-ability", "lm-eval:no_such_task_anywhere"],
+        "lm-eval knows no task 'no_such_task_anywhere'", status=1, tiny_run=True),
+    Bad("general-ability-text-too-short", ["--general-ability", "perplexity:{tmp}/short.txt"],
+        "fewer than one window (128); give a longer source", status=1, tiny_run=True,
+        setup=write("tmp/short.txt", "Far fewer words than one window of the model holds, in any tokenizer at all.\n")),
     Bad("generation-zero-tokens", ["--generation", "0"], "--generation 0: give N >= 1 new tokens a generated answer may have"),
     Bad("generation-with-case-batch", ["--generation", "--case-batch", "4"], "--generation runs cases one at a time: drop --case-batch"),
     # ------------------------------------------------------------------ the results folder

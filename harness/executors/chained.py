@@ -63,6 +63,8 @@ def run_on_chain(bench: Workbench, run: ChainRun, case: Case, paraphrases: Parap
         record.original_metrics = reading(m0, record.scores)
         record.scores["m0_original_true"] = m0[:len(record.scores["true_objects"])]
     before, after = chain.case_start, chain.edits_applied
+    if bench.general is not None and before // bench.general_every != after // bench.general_every:
+        record.general_ability = bench.general_ability()  # with the chain's edits in force
     if run.retention_every and before // run.retention_every != after // run.retention_every:
         retention = chain.retention(lambda edit: _still_holds(bench, edit), run.retention_sample, exclude=plan_of(case).own_edits(case))
         if retention.sample:

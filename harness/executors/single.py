@@ -25,16 +25,18 @@ class Carried:
     eval_seconds: float = 0.0
     applied: list[str] = field(default_factory=list)
     generated: GeneratedTwin | None = None  # --generation: the same plan's metrics from greedy answers
+    general_ability: dict[str, float] = field(default_factory=dict)  # --general-ability, with the case's edits in force
 
 
 def carry_out(bench: Workbench, plan: Plan, paraphrases: Paraphrases, open_edits: Callable[[], Any],
-              originals_on_disk: Callable[[], bool], twin: Plan | None = None) -> Carried:
+              originals_on_disk: Callable[[], bool], twin: Plan | None = None, measure_ability: bool = False) -> Carried:
     """Carry ``plan`` out on the model. ``open_edits()`` gives the context its edits go through (the guard's undo, or
     a chain's); ``originals_on_disk()`` says whether the model is the unedited one now (its scores may come from disk).
 
     ``twin`` (--generation): the same plan again, advanced in step with ``plan`` (plans never branch on what they
     are told), told at each scoring step the share of prompts whose greedy answer says each object; its metrics
-    are the generated twins of ``plan``'s."""
+    are the generated twins of ``plan``'s. ``measure_ability`` (--general-ability): the measures are taken on the
+    case's edited model, before its first restart (both edits in force) or at its end."""
     carried = Carried(outcome=({}, {}, []))
     heard: list[str] = []
     if twin is not None:
@@ -55,6 +57,8 @@ def carry_out(bench: Workbench, plan: Plan, paraphrases: Paraphrases, open_edits
                     carried.edit_seconds += edits.seconds - before
                 carried.applied += [e.describe() for e in step.edits]
             elif isinstance(step, Restart):
+                if measure_ability and not carried.general_ability and edits is not None:
+                    carried.general_ability = bench.general_ability()
                 opened.close()
                 edits = None
             else:
@@ -72,6 +76,8 @@ def carry_out(bench: Workbench, plan: Plan, paraphrases: Paraphrases, open_edits
                 step = plan.send(answer)
             except StopIteration as done:
                 carried.outcome = done.value
+                if measure_ability and not carried.general_ability:
+                    carried.general_ability = bench.general_ability()
                 return carried
 
 
@@ -86,9 +92,12 @@ def run_one(bench: Workbench, case: Case, paraphrases: Paraphrases | None = None
     seed = bench.seed_of(case)
     plan = plan_of(case).steps(case, seed, bench.settings())
     twin = plan_of(case).steps(case, seed, bench.settings()) if bench.generation else None
-    carried = carry_out(bench, plan, paraphrases, lambda: bench.guard.case(bench.editor), lambda: True, twin)
+    carried = carry_out(bench, plan, paraphrases, lambda: bench.guard.case(bench.editor), lambda: True, twin,
+                        measure_ability=bench.general is not None)
     scores, values, notes = carried.outcome
     if ahead.note:
         notes.append(ahead.note)
-    return bench.record(case, seed, scores, values, notes, carried.edit_seconds + ahead.edit_seconds,
-                        carried.eval_seconds + ahead.eval_seconds, carried.applied, carried.generated)
+    record = bench.record(case, seed, scores, values, notes, carried.edit_seconds + ahead.edit_seconds,
+                          carried.eval_seconds + ahead.eval_seconds, carried.applied, carried.generated)
+    record.general_ability = carried.general_ability
+    return record

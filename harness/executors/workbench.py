@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from harness.guard import ModelGuard
 from harness.original_scores import OriginalScores
@@ -69,6 +70,12 @@ class Workbench:
     paraphrases_of: Callable[[Case], Paraphrases] = lambda case: {}
     original_scores: OriginalScores | None = None
     generation: int | None = None  # --generation: new tokens a greedy answer may have (None: no generation)
+    general: Any = None  # --general-ability: harness.general_ability.GeneralAbility (None: not measured)
+    general_every: int = 10  # on a chain: edits between two measurements
+
+    def general_ability(self) -> dict[str, float]:
+        """The general-ability measures on the model as it is now (none when not asked for)."""
+        return self.general.measure(self.editor.loaded, self.scorer) if self.general is not None else {}
 
     @classmethod
     def build(cls, editor: Editor, dataset: Dataset | None = None, guard: ModelGuard | None = None, **options) -> Workbench:

@@ -91,7 +91,7 @@ def editor(pytestconfig: pytest.Config, loaded_model, model_guard, run_options: 
 
 
 @pytest.fixture(scope="session")
-def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: RunOptions) -> dict[str, Any]:
+def run_config(pytestconfig: pytest.Config, loaded_model, editor, workbench, run_options: RunOptions) -> dict[str, Any]:
     """The whole configuration of the run, written once to ``run.json`` (the same in every worker)."""
     from harness.paper_setting import paper_setting_differences
     from harness.records import git_commit, versions
@@ -108,6 +108,9 @@ def run_config(pytestconfig: pytest.Config, loaded_model, editor, run_options: R
         "paper_setting": not differs, "paper_setting_differs": differs,
         "sequential": run_options.sequential, "retention_every": run_options.retention_every,
         "retention_sample": run_options.retention_sample,
+        "general_ability": None if workbench.general is None else {
+            "measures": run_options.general_ability, "every_edits_on_a_chain": run_options.general_every,
+            "unedited": workbench.general.unedited},
         "generation": None if run_options.generation is None else {
             "max_new_tokens": run_options.generation, "decoding": "greedy", "stop": "end-of-text token or line break",
             "counts_when": "the normalised answer starts with the label at a word boundary (pitfalls_editkit.generation.says)"},
@@ -135,9 +138,28 @@ def workbench(pytestconfig: pytest.Config, editor, loaded_model, model_guard, ru
     try:
         return Workbench(editor, Scorer(loaded_model.model, loaded_model.tokenizer), model_guard, seed=run_options.seed,
                          mle=run_options.mle, paraphrases_of=lambda case: dataset_of(pytestconfig).prompts_for(case),
-                         original_scores=original, generation=run_options.generation)
+                         original_scores=original, generation=run_options.generation,
+                         general=general_ability(pytestconfig, loaded_model, model_guard, run_options),
+                         general_every=run_options.general_every)
     except ValueError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+def general_ability(pytestconfig: pytest.Config, loaded_model, guard, run_options: RunOptions):
+    """--general-ability's measures, with the unedited model's values (measured once per model and cached, before any
+    case). A measure that cannot be built is one line (AbilityError is a ValueError), as every bad option."""
+    if run_options.general_ability is None:
+        return None
+    from harness.general_ability import GeneralAbility
+    from pitfalls_editkit.scoring import Scorer
+
+    general = GeneralAbility.build(run_options.general_ability, loaded_model,
+                                   Scorer(loaded_model.model, loaded_model.tokenizer, context=guard.context),
+                                   run_options.cache_path, run_options.dtype)
+    problem = guard.check_untouched("measuring the general ability changed the model")
+    if problem is not None:
+        raise ValueError(problem)
+    return general
 
 
 @dataclass

@@ -45,6 +45,8 @@ class RunOptions:
     resume: bool = False  # skip the cases the --run-name folder already holds a finished record of
     case_batch: int = 1  # K: the first edits of K consecutive cases are worked out together (Editor.prepare)
     generation: int | None = None  # --generation [N]: every scored query also answered greedily, N new tokens at most
+    general_ability: str | None = None  # --general-ability SPEC[,SPEC...]: measures of the edited model's general ability
+    general_every: int = 10  # on a chain: measure every K edits
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunOptions:
@@ -58,6 +60,7 @@ class RunOptions:
             hparams_set=tuple(get("--hparams-set") or ()), sequential=get("--sequential"),
             retention_every=get("--retention-every"), retention_sample=get("--retention-sample"),
             resume=get("--resume"), case_batch=get("--case-batch"), generation=get("--generation"),
+            general_ability=get("--general-ability"), general_every=get("--general-every"),
         )
 
     @property
@@ -123,6 +126,12 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--generation", nargs="?", type=int, const=GENERATION_TOKENS, default=None, metavar="N",
                     help="also answer every query the metrics score by greedy generation (at most N new tokens, default "
                          f"{GENERATION_TOKENS}) and record the generated twin of each 0/1 metric and of the pitfall verdict")
+    group.addoption("--general-ability", default=None, metavar="SPEC[,SPEC...]",
+                    help="measure the edited model's general ability after each case's edits (on a chain: every "
+                         "--general-every edits) against the unedited model's: perplexity[:SOURCE], kg (a quiz from the "
+                         "geography graph), lm-eval:TASK (a task name or a local task YAML)")
+    group.addoption("--general-every", type=int, default=10, metavar="K",
+                    help="sequential mode: measure the general ability every K edits (default 10)")
     group.addoption("--resume", action="store_true",
                     help="go on with the --run-name folder: skip the cases it already holds a finished record of (same options)")
 
@@ -153,6 +162,17 @@ def check_options(options: RunOptions) -> None:
         raise pytest.UsageError(f"--generation {options.generation}: give N >= 1 new tokens a generated answer may have")
     if options.generation is not None and options.case_batch > 1:
         raise pytest.UsageError("--generation runs cases one at a time: drop --case-batch (or --generation)")
+    if options.general_every < 1:
+        raise pytest.UsageError(f"--general-every {options.general_every}: give K >= 1 edits between measurements")
+    if options.general_ability is not None:
+        from harness.general_ability import AbilityError, parse_specs
+
+        try:
+            parse_specs(options.general_ability)
+        except AbilityError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if options.case_batch > 1:
+            raise pytest.UsageError("--general-ability measures each case's edited model: drop --case-batch (or --general-ability)")
     if options.limit is not None and options.limit < 1:
         raise pytest.UsageError(f"--limit {options.limit}: selects no case; give 1 or more (or leave it out for every case)")
     if options.device not in ("auto", "cpu", "cuda") and not (options.device.startswith("cuda:") and options.device[5:].isdigit()):

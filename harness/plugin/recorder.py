@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
+from harness.general_ability import general_ability_lines
 from harness.plugin import wire
 from harness.plugin.collection import item_identity
 from harness.plugin.fixtures import PRIOR_RUN_INPUT
@@ -295,6 +296,8 @@ class ResultsRecorder:
                 generated = info["generation"]
                 terminalreporter.write_line(f"{split}, generated: {generated['pitfalls']} with the pitfall; the verdicts agree in "
                                             f"{M.format_aggregate(generated['agreement'])} % of {generated['n']} cases")
+        for line in general_ability_lines([r for r in self.latest if r.ok], self.summary.get("config", {})):
+            terminalreporter.write_line(line)
         for notice in self.notices:
             terminalreporter.write_line(notice)
         errors_only = {r.split for r in self.latest if not r.ok} - set(self.summary["splits"])
