@@ -131,6 +131,28 @@ def lifelong_curves(runs: list[Run]) -> list[tuple[str, list[Curve]]]:
                   for run in sequential if (points := curve_points(run.records, splits, metric, width))]
         if curves:
             charts.append((title, curves))
+    return charts + general_ability_curves(sequential, width)
+
+
+def general_ability_curves(sequential: list[Run], width: int) -> list[tuple[str, list[Curve]]]:
+    """--general-ability on a chain: each measure against the edits applied (binned means, Student-t bands), the
+    unedited model's value as the reference line."""
+    charts = []
+    for name in sorted({n for run in sequential for r in run.records for n in r.general_ability}):
+        curves = []
+        for run in sequential:
+            measured = [(r.chain_position, r.general_ability[name]) for r in run.records
+                        if r.ok and name in r.general_ability and r.chain_position is not None]
+            points = []
+            for start in range(0, max((p for p, _ in measured), default=-1) + 1, width):
+                values = [v for p, v in measured if start <= p < start + width]
+                if values:
+                    low, high = M.mean_interval(values)
+                    points.append(Point(start, start + width - 1, math.fsum(values) / len(values), low, high, len(values)))
+            if points:
+                curves.append(Curve(run.label, points, (run.config.get("general_ability") or {}).get("unedited", {}).get(name)))
+        if curves:
+            charts.append((f"General ability, {name} (not in %; the reference line: the unedited model)", curves))
     return charts
 
 

@@ -113,3 +113,5 @@ def test_generation_and_general_ability_in_the_suites_and_the_report(published, 
     assert chain.returncode == 0, chain.output[-3000:]
     measured = [r["chain_position"] for r in records(tmp_path / "chain" / "cases.jsonl") if r["general_ability"]]
     assert measured and len(measured) < 10  # at the cases where the chain passed a multiple of 4 edits
+    chain_html = (tmp_path / "chain" / "report.html").read_text(encoding="utf-8")
+    assert "General ability, kg (not in %; the reference line: the unedited model)" in chain_html  # the lifelong curve
