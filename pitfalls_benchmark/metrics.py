@@ -94,7 +94,7 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     denom = 1 + Z_95**2 / n
     centre = (p + Z_95**2 / (2 * n)) / denom
     half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))  # rounding never puts p outside
 
 
 # Each metric's range: an interval never leaves it (CM and TFD are (s - s') / s of probabilities: at most 1).
