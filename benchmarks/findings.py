@@ -9,8 +9,9 @@ session goes on where the last one stopped, and so that the table can be recompu
     python -m benchmarks.findings save results/findings             # keep what is finished
     python -m reports table docs/findings/gemma3-270m-gpt2xl/*      # the table
 
-A kept record holds the case id, split, metrics, numeric scores, pitfall verdict, seed and seconds; the edits'
-text, the pitfall message, notes and object labels (the published data's text) are left out.
+A kept record holds the case id, split, metrics, numeric scores, pitfall verdict, seed and seconds, and where a run
+has them the chain's fields, the generated twins and the general-ability measures; the edits' text, the pitfall
+message, notes, generated answers and object labels (the published data's text) are left out.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from harness.run_files import read_cases
 KEPT = Path(__file__).resolve().parents[1] / "docs" / "findings" / "gemma3-270m-gpt2xl"
 RECORD_FIELDS = ("case_id", "benchmark", "split", "index", "group", "status", "seed", "metrics", "pitfall", "seconds_edit",
                  "seconds_eval", "device", "worker")
-CHAIN_FIELDS = ("chain", "chain_position", "chain_segment", "original_metrics", "retention")  # kept when set (--sequential)
+# Kept when set: a chain's fields (--sequential), the generated twins (--generation; the answers' text is left out, it
+# holds the data's prompts) and the general-ability measures (--general-ability).
+OPTIONAL_FIELDS = ("chain", "chain_position", "chain_segment", "original_metrics", "retention", "generation_metrics",
+                "generation_pitfall", "general_ability")
 
 
 def numeric_scores(scores: dict) -> dict:
@@ -43,7 +47,8 @@ def save(results: Path, kept: Path) -> list[tuple[str, int]]:
         records = [r for r in read_cases(run / CASES_FILE).latest() if r.ok]
         target = kept / run.name
         target.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps({**{f: getattr(r, f) for f in RECORD_FIELDS}, **{f: getattr(r, f) for f in CHAIN_FIELDS if getattr(r, f)},
+        lines = [json.dumps({**{f: getattr(r, f) for f in RECORD_FIELDS},
+                             **{f: getattr(r, f) for f in OPTIONAL_FIELDS if getattr(r, f) not in (None, "", {}, [])},
                              "scores": numeric_scores(r.scores)}, allow_nan=True) for r in records]
         (target / CASES_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         if (run / RUN_FILE).is_file():

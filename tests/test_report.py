@@ -236,3 +236,17 @@ def test_findings_are_kept_without_the_datasets_text_and_restored_for_a_resume(r
                              cwd=REPO, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "nowhere" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_kept_records_hold_a_chains_fields_the_generated_twins_and_general_ability_but_no_generated_text(tmp_path):
+    from benchmarks.findings import save
+
+    record = {**case_record("easy", 0, False, {"Succ": 1.0, "D": 0.01, "IR": 0.0, "FR": 0, "JS": 0.02}, {"editor": "rome"}),
+              "chain": "chain-1-of-1", "chain_position": 0, "chain_segment": 0, "generation_metrics": {"Succ": 1.0, "IR": 0.0, "FR": 0},
+              "generation_pitfall": False, "general_ability": {"kg": 0.75}, "generated": [f"The capital of {NASTY} is => {NASTY}"]}
+    write_run(tmp_path / "results" / "chain-run", "rome", [record], {"easy": 1}, finished=True)
+    save(tmp_path / "results", tmp_path / "kept")
+    (kept,) = [json.loads(line) for line in (tmp_path / "kept" / "chain-run" / "cases.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert kept["chain_position"] == 0 and kept["generation_pitfall"] is False and kept["general_ability"] == {"kg": 0.75}
+    assert kept["generation_metrics"] == {"Succ": 1.0, "IR": 0.0, "FR": 0} and "generated" not in kept
+    assert NASTY not in (tmp_path / "kept" / "chain-run" / "cases.jsonl").read_text(encoding="utf-8")
