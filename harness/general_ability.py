@@ -248,14 +248,13 @@ class GeneralAbility:
 def general_ability_lines(records: list, config: dict) -> list[str]:
     """--general-ability: per measure, the unedited model's value and the mean over the cases' edited models (the
     terminal's and the report's lines)."""
-    from pitfalls_benchmark.metrics import mean_interval
+    from harness.records import mean_with_interval
 
     unedited = (config.get("general_ability") or {}).get("unedited", {})
     measured = [r.general_ability for r in records if r.general_ability]
     lines = []
     for name in sorted({n for values in measured for n in values}):
-        values = [v[name] for v in measured if name in v]
-        low, high = mean_interval(values)
-        lines.append(f"general ability, {name}: {unedited.get(name, float('nan')):.4g} unedited; {math.fsum(values) / len(values):.4g} "
-                     f"[{low:.4g}, {high:.4g}] after the edits (mean of {len(values)} measurements)")
+        m = mean_with_interval([v[name] for v in measured if name in v])
+        lines.append(f"general ability, {name}: {unedited.get(name, float('nan')):.4g} unedited; {m['mean']:.4g} "
+                     f"[{m['low']:.4g}, {m['high']:.4g}] after the edits (mean of {m['n']} measurements)")
     return lines

@@ -169,12 +169,16 @@ def summarize(records: list[CaseRecord]) -> dict[str, Any]:
             summary[split]["generation"] = generation_summary(split, generated)
         measured = [r.general_ability for r in scored if r.split == split and r.general_ability]
         if measured:
-            names = sorted({name for values in measured for name in values})
             summary[split]["general_ability"] = {
-                name: dict(zip(("low", "high"), M.mean_interval([v[name] for v in measured if name in v])),
-                           mean=math.fsum(v[name] for v in measured if name in v) / sum(name in v for v in measured),
-                           n=sum(name in v for v in measured)) for name in names}
+                name: mean_with_interval([v[name] for v in measured if name in v])
+                for name in sorted({name for values in measured for name in values})}
     return summary
+
+
+def mean_with_interval(values: list[float]) -> dict[str, float | int]:
+    """A measure's mean over its measurements (not in %), its 95% Student-t interval and n."""
+    low, high = M.mean_interval(values)
+    return {"mean": math.fsum(values) / len(values), "low": low, "high": high, "n": len(values)}
 
 
 def generation_summary(split: str, records: list[CaseRecord]) -> dict[str, Any]:

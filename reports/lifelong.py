@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.records import CaseRecord
+from harness.records import CaseRecord, mean_with_interval
 from pitfalls_benchmark import metrics as M
 from pitfalls_benchmark.splits import CONFLICT_SPLITS, ROUND_SPLITS, SPLIT_ORDER
 from reports.runs import Run
@@ -147,8 +147,8 @@ def general_ability_curves(sequential: list[Run], width: int) -> list[tuple[str,
             for start in range(0, max((p for p, _ in measured), default=-1) + 1, width):
                 values = [v for p, v in measured if start <= p < start + width]
                 if values:
-                    low, high = M.mean_interval(values)
-                    points.append(Point(start, start + width - 1, math.fsum(values) / len(values), low, high, len(values)))
+                    m = mean_with_interval(values)
+                    points.append(Point(start, start + width - 1, m["mean"], m["low"], m["high"], m["n"]))
             if points:
                 curves.append(Curve(run.label, points, (run.config.get("general_ability") or {}).get("unedited", {}).get(name)))
         if curves:

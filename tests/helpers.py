@@ -129,6 +129,16 @@ def quick_settings(cache_dir: Path) -> Any:
     return EditorSettings(cache_dir=cache_dir, stats_tokens=5000, dataset_edits=lambda: CHECK_EXAMPLES)
 
 
+def settings_with_examples(cache_dir: Path, published: Path, **values: Any) -> Any:
+    """Editor settings whose dataset edits are the published GPT2-XL data's (IKE's demonstrations, WISE's unrelated
+    prompts); ``values``: hyper-parameters replaced, as --hparams-set does."""
+    from pitfalls_benchmark.datasets import example_edits
+    from pitfalls_editkit.contract import EditorSettings
+
+    examples = example_edits(published / "GPT2-XL")
+    return EditorSettings(cache_dir=cache_dir, dataset_edits=lambda: examples, hparams_values=tuple(values.items()))
+
+
 def first_easy_edits(published: Path, n: int) -> list:
     """The edits of the first ``n`` RoundEdit easy cases of the published GPT2-XL data."""
     from pitfalls_benchmark.datasets import load_dataset

@@ -15,11 +15,11 @@ from harness.chain import Chain
 from harness.check_editor import run_checks
 from harness.executors.workbench import Workbench
 from harness.guard import EditFailure, ModelGuard, ModelState
-from pitfalls_benchmark.datasets import example_edits, load_dataset
-from pitfalls_editkit.contract import EditorSettings
+from pitfalls_benchmark.datasets import load_dataset
 from pitfalls_editkit.fingerprints import parameter_digest
 from pitfalls_editkit.hparams import HyperParamsError
 from tests.helpers import records, run_pytest, suite_args
+from tests.helpers import settings_with_examples as settings
 
 
 @pytest.fixture()
@@ -29,11 +29,6 @@ def llama(tiny_loader):
 
 def easy_edits(published: Path, n: int):
     return [case.edit for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=n).cases["easy"]]
-
-
-def settings(cache_dir: Path, published: Path, **values) -> EditorSettings:
-    examples = example_edits(published / "GPT2-XL")
-    return EditorSettings(cache_dir=cache_dir, dataset_edits=lambda: examples, hparams_values=tuple(values.items()))
 
 
 def test_wise_answers_an_edited_prompt_from_its_side_memory_and_an_unrelated_one_from_the_main_memory(tiny_loader, cache_dir,

@@ -18,7 +18,7 @@ from pitfalls_editkit.contract import EditorSettings
 from pitfalls_editkit.fingerprints import parameter_digest
 from pitfalls_editkit.models import reload_weights
 from tests import broken_editors as broken
-from tests.helpers import records, run_pytest, suite_args
+from tests.helpers import records, run_pytest, settings_with_examples, suite_args
 
 
 @pytest.fixture()
@@ -28,11 +28,6 @@ def llama(tiny_loader):
 
 def first_edits(published: Path, n: int):
     return [case.edit for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=n).cases["easy"]]
-
-
-def settings_with_examples(cache_dir: Path, published: Path) -> EditorSettings:
-    examples = example_edits(published / "GPT2-XL")
-    return EditorSettings(cache_dir=cache_dir, dataset_edits=lambda: examples)
 
 
 def test_the_context_is_in_force_in_scoring_while_the_edit_is_and_gone_after(llama, cache_dir, published):
