@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,12 @@ def hparams(change: Callable[[dict], None], method: str = "rome", key: str = "ti
     return setup
 
 
+def python_without_packages(path: Path) -> None:
+    """A Python that starts without site-packages, as a remote machine's Python without the harness (or pytest)."""
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    path.chmod(0o755)
+
+
 def first_edit(records: list) -> dict:
     return records[0]["edit"]
 
@@ -95,6 +102,11 @@ CATALOGUE: list[Bad] = [
     Bad("dataset-dir-missing", ["--dataset-dir", "{tmp}/nowhere"], "/nowhere: no such folder"),
     Bad("dataset-dir-empty", ["--dataset-dir", "{tmp}/empty"], "holds none of the case files",
         setup=lambda data, tmp: (tmp / "empty").mkdir()),
+    Bad("tx-path-outside-rsync-roots", ["--tx", "popen//chdir={tmp}/remote", "--rsyncdir={tmp}", "--dist", "load"],
+        "which xdist sends to the remote workers only as an absolute path inside an --rsyncdir folder"),
+    Bad("tx-worker-cannot-start", ["--tx", "2*popen//python={tmp}/python", "--dist", "load"],
+        "worker gw0 (local) could not start: ModuleNotFoundError: No module named '_pytest'. Install the harness",
+        setup=lambda data, tmp: python_without_packages(tmp / "python")),
     Bad("hparams-set-no-equals", ["--hparams-set", "rank"], "--hparams-set 'rank': expected KEY=VALUE"),
     Bad("hparams-set-unknown-key", ["--hparams-set", "nosuch=1", "-m", "easy", "--limit", "1"],
         "--hparams-set nosuch: ROMEHyperParams has no such key", status=1),

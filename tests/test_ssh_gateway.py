@@ -40,6 +40,11 @@ def ssh_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """An sshd on 127.0.0.1:<free port> accepting a key made here; yields the client's ssh_config naming it HOST."""
     if SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
         pytest.skip("OpenSSH (sshd, ssh, ssh-keygen) is not installed: apt-get install openssh-server openssh-client")
+    installed = subprocess.run([sys.executable, "-c", "import harness, pathlib; print(pathlib.Path(harness.__file__).parent.parent)"],
+                               cwd="/", capture_output=True, text=True)  # what a remote worker imports, outside the checkout
+    if installed.returncode != 0 or Path(installed.stdout.strip()).resolve() != REPO.resolve():
+        pytest.fail(f"the ssh workers would import the harness installed in {sys.executable}: "
+                    f"{installed.stdout.strip() or 'none'}, not this checkout {REPO}: run pip install -e {REPO}")
     folder = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)

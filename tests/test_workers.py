@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import execnet
 import pytest
 
-from harness.plugin import HOST_INDEX, HOST_WORKERS, pytest_configure_node, pytest_xdist_auto_num_workers
+from harness.plugin.options import HOST_INDEX, HOST_WORKERS
+from harness.plugin.workers import pytest_configure_node, pytest_xdist_auto_num_workers
 from tests.helpers import records, run_pytest
 
 
@@ -25,7 +26,7 @@ def test_each_worker_learns_its_index_on_its_own_machine():
 
 
 def test_n_auto_is_one_worker_per_two_cores_on_a_cpu_machine(monkeypatch):
-    import harness.plugin as plugin
+    import harness.plugin.workers as plugin
 
     monkeypatch.setattr(plugin.RunOptions, "from_config", classmethod(lambda cls, config: SimpleNamespace(device="cpu")))
     assert pytest_xdist_auto_num_workers(SimpleNamespace()) == max(1, (os.cpu_count() or 1) // 2)

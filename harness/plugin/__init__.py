@@ -5,6 +5,7 @@ Split by job, as well-kept pytest plugins are:
 * ``options``: ``--editor``, ``--model``, ``--dataset-dir`` ... read into ``RunOptions`` and checked;
 * ``collection``: one item per case, ids made for ``-k``, markers per benchmark and split;
 * ``fixtures``: the model, editor, guard and workbench, once per process (worker); ``run_case``;
+* ``workers``: xdist's workers and machines: each worker's place on its machine, ``-n auto``, ``--tx`` checks;
 * ``wire``: the typed messages a worker sends the controller with its reports;
 * ``recorder``: in the controlling process, ``cases.jsonl`` as cases finish, ``run.json``, ``summary.json``;
 * ``hookspecs``: ``pytest_pitfalls_run_finished``, which the report plugin (``reports.plugin``) implements.
@@ -26,7 +27,7 @@ from harness.plugin import hookspecs
 from harness.plugin.options import STATE, PluginState, RunOptions, add_options, check_options, dataset_of, is_worker
 from pitfalls_benchmark.splits import SPLITS
 
-pytest_plugins = ("harness.plugin.collection", "harness.plugin.fixtures")
+pytest_plugins = ("harness.plugin.collection", "harness.plugin.fixtures", "harness.plugin.workers")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -119,36 +120,3 @@ def prepare_once(config: pytest.Config) -> None:
             dequantized_folder(options.model, GGUF_PRESETS[options.model], options.cache_path)
     except Exception:  # the workers meet the same problem and report it as one line; nothing is lost here
         return
-
-
-# Many workers, many machines (xdist) ------------------------------------------------------------------------------
-
-HOST_INDEX, HOST_WORKERS = "pitfalls_host_index", "pitfalls_host_workers"
-
-
-def host_of(spec) -> str:
-    """Which machine an execnet gateway spec runs on: its ssh/socket address, or this machine."""
-    return str(getattr(spec, "ssh", None) or getattr(spec, "socket", None) or "local")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:
-    """Tell each worker its index among the workers of its own machine (worker i takes that machine's GPU i mod count)."""
-    specs = list(getattr(getattr(node, "nodemanager", None), "specs", []) or [])
-    host = host_of(node.gateway.spec)
-    same_host = [spec.id for spec in specs if host_of(spec) == host]
-    node.workerinput[HOST_INDEX] = same_host.index(node.gateway.spec.id) if node.gateway.spec.id in same_host else 0
-    node.workerinput[HOST_WORKERS] = max(1, len(same_host))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto``: one worker per GPU on a GPU machine, one per two CPU cores otherwise (each worker holds a model)."""
-    import os
-
-    if RunOptions.from_config(config).device != "cpu":
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.device_count()
-    return max(1, (os.cpu_count() or 1) // 2)

@@ -299,17 +299,20 @@ def worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
+HOST_INDEX, HOST_WORKERS = "pitfalls_host_index", "pitfalls_host_workers"  # what the controller tells each worker
+
+
 def worker_index(config: pytest.Config | None = None) -> int | None:
     """This worker's index among the workers on its machine (set by the controller), else its global index."""
     workerinput = getattr(config, "workerinput", None) or {}
-    if "pitfalls_host_index" in workerinput:
-        return int(workerinput["pitfalls_host_index"])
+    if HOST_INDEX in workerinput:
+        return int(workerinput[HOST_INDEX])
     worker = worker_id()
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
 
 
 def workers_on_this_machine(config: pytest.Config | None = None) -> int:
     workerinput = getattr(config, "workerinput", None) or {}
-    if "pitfalls_host_workers" in workerinput:
-        return int(workerinput["pitfalls_host_workers"])
+    if HOST_WORKERS in workerinput:
+        return int(workerinput[HOST_WORKERS])
     return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
