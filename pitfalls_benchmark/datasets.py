@@ -7,6 +7,8 @@ file and the record, so a user with a broken copy knows where to look.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -283,10 +285,33 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] | None = None, limit:
     if not root.is_dir():
         raise DatasetError(f"--dataset-dir {root}: no such folder")
     wanted = splits or SPLIT_ORDER
-    present = [s for s in wanted if (root / SPLITS[s].file).is_file()]
+    present = tuple(s for s in wanted if (root / SPLITS[s].file).is_file())
     if not present:
         names = ", ".join(SPLITS[s].file for s in wanted)
         raise DatasetError(f"--dataset-dir {root}: holds none of the case files ({names})")
+    parsed = _parse_dataset(root, present, _content_digest(root, present))
+    cases = {split: list(parsed.cases[split][:limit] if limit is not None else parsed.cases[split]) for split in present}
+    return Dataset(root, cases, dict(parsed.conflict_prompts), dict(parsed.round_prompts))
+
+
+def _content_digest(root: Path, splits: tuple[str, ...]) -> str:
+    """What the parse of ``splits`` under ``root`` depends on: the bytes of their files and of the prompt files."""
+    digest = hashlib.blake2b(digest_size=16)
+    names = [SPLITS[split].file for split in splits] + [benchmark.prompts_file for benchmark in BENCHMARKS.values()]
+    for name in names:
+        try:
+            content = (root / name).read_bytes()
+        except OSError:
+            content = b"\0missing"  # the parse says what is wrong with it
+        digest.update(name.encode() + b"\0" + hashlib.blake2b(content, digest_size=16).digest())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_dataset(root: Path, present: tuple[str, ...], digest: str) -> Dataset:
+    """The parse of a dataset folder, kept for the files' exact bytes (``digest``): a process that runs the suites
+    again on the same files (the harness's own tests run hundreds of runs in-process) parses them once, seconds
+    each time otherwise. Errors are not kept; callers get copies of its lists and dicts."""
 
     def prompt_file(name: str) -> dict[str, tuple[str, ...]]:
         path = root / name
@@ -310,7 +335,7 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] | None = None, limit:
                     raise DatasetError(
                         f"{path}: record {case.index}: unknown relation {relation.id} in {at} (not in {root / prompts_name})"
                     )
-        cases[split] = parsed[:limit] if limit is not None else parsed
+        cases[split] = parsed
     return Dataset(root, cases, conflict_prompts, round_prompts)
 
 
