@@ -67,20 +67,22 @@ def rsync_roots(config: pytest.Config) -> list[Path] | None:
 
 
 def check_paths_inside_rsync_roots(config: pytest.Config) -> None:
-    """Every argument naming an existing local path must be absolute and inside an rsync root (xdist's rule)."""
+    """xdist's own rule (``make_reltoroot``: an argument naming an existing local path must be absolute and inside an
+    rsync root), applied to each argument before any gateway starts, so that the one it refuses can be named."""
+    from xdist.workermanage import make_reltoroot
+
     roots = rsync_roots(config)
     if roots is None:
         return
     for arg in map(str, config.invocation_params.args or ()):
-        path = Path(arg.split("::")[0])
-        if arg.startswith("-") or not path.exists():
-            continue
-        if not path.is_absolute() or not any(path == root or root in path.parents for root in roots):
+        try:
+            make_reltoroot(roots, [arg])
+        except ValueError:
             where = ", ".join(map(str, roots)) or "none given"
             raise pytest.UsageError(
                 f"--tx: the argument {arg!r} names a local path, which xdist sends to the remote workers only as an "
                 f"absolute path inside an --rsyncdir folder (given: {where}): write it so, or join an option's path "
-                f"to its name with '=' ({HELP})")
+                f"to its name with '=' ({HELP})") from None
 
 
 class WorkerStarts:
