@@ -90,3 +90,24 @@ def test_limit_takes_the_first_cases(data_copy: Path):
     ds = load_dataset(data_copy, limit=2)
     assert [c.index for c in ds.cases["easy"]] == [0, 1]
     shutil.rmtree(data_copy)
+
+
+def test_a_file_edited_between_two_loads_is_read_again_and_a_load_cannot_change_the_next(published: Path, tmp_path: Path):
+    """load_dataset keeps its parse per process for the files' exact bytes: an edit (same size, same second) is seen,
+    a broken file is refused on every load, and what a caller does with its lists does not reach the next load."""
+    data = tmp_path / "data"
+    shutil.copytree(published / "GPT2-XL", data)
+    first = load_dataset(data, splits=("easy",), limit=2)
+    first.cases["easy"].clear()
+    first.round_prompts.clear()
+    again = load_dataset(data, splits=("easy",), limit=2)
+    assert len(again.cases["easy"]) == 2 and again.round_prompts
+    text = (data / "easy.json").read_text(encoding="utf-8")
+    old_subject = again.cases["easy"][0].edit.subject.label
+    new_subject = old_subject[::-1] if old_subject[::-1] != old_subject else old_subject.upper()
+    (data / "easy.json").write_text(text.replace(json.dumps(old_subject)[1:-1], json.dumps(new_subject)[1:-1], 1), encoding="utf-8")
+    assert load_dataset(data, splits=("easy",), limit=2).cases["easy"][0].edit.subject.label == new_subject
+    (data / "easy.json").write_text("[", encoding="utf-8")
+    for _ in range(2):
+        with pytest.raises(DatasetError, match="not valid JSON"):
+            load_dataset(data, splits=("easy",), limit=2)
