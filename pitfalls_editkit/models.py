@@ -8,10 +8,12 @@ never from the name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +92,35 @@ def dequantized_folder(name: str, preset: GGUFPreset, cache_dir: Path) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def _one_gguf_parse() -> Iterator[None]:
+    """transformers reads a GGUF file's header anew for the config, the tokenizer and the weights (``gguf.GGUFReader``
+    in ``load_gguf_checkpoint``); with Gemma's 262,144-token vocabulary each read takes about 10 s on one CPU thread.
+    During the one-time conversion the file is read once and the reader (read-only, over a memory map) shared."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], gguf.GGUFReader] = {}
+
+    def shared_reader(path: os.PathLike | str, mode: str = "r") -> gguf.GGUFReader:
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _dequantize(gguf_path: Path, folder: Path) -> None:
     """Read the GGUF file (transformers dequantizes it) and save a float32 folder, atomically."""
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    with _one_gguf_parse():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     model.hf_quantizer = None  # the weights are plain float32 now; let save_pretrained write them
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

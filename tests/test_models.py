@@ -75,3 +75,23 @@ def test_cache_is_computed_once_by_concurrent_workers(tmp_path: Path):
         values = pool.map(_compute_once, [(str(tmp_path / "c.json"), str(counter))] * 8)
     assert values == [42] * 8
     assert counter.read_text() == "x"
+
+
+def test_the_one_time_gguf_conversion_reads_each_file_once_and_puts_the_reader_back(monkeypatch: pytest.MonkeyPatch):
+    import gguf
+
+    from pitfalls_editkit.models import _one_gguf_parse
+
+    made: list[str] = []
+
+    class CountingReader:
+        def __init__(self, path, mode="r"):
+            made.append(str(path))
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    with _one_gguf_parse():
+        first, again, other = gguf.GGUFReader("a.gguf"), gguf.GGUFReader(Path("a.gguf")), gguf.GGUFReader("b.gguf")
+    assert first is again and other is not first and made == ["a.gguf", "b.gguf"]
+    with pytest.raises(RuntimeError), _one_gguf_parse():
+        raise RuntimeError("a failed conversion")
+    assert gguf.GGUFReader is CountingReader  # transformers' later reads (another file, another process) are its own
