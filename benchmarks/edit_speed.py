@@ -1,6 +1,7 @@
-"""Seconds per ROME edit and per scoring call, and edit efficacy, per model.
+"""Seconds per edit and per scoring call, and edit efficacy, per model (ROME unless ``--editor``).
 
     python -m benchmarks.edit_speed --models tiny-gpt2 gemma3-270m --edits 10
+    python -m benchmarks.edit_speed --models tiny-llama --editor grace --edits 20 --hparams-set n_iter=50
 
 Prints one row per model: load time, statistics time (0 when cached),
 mean seconds per edit, mean seconds to score one RoundEdit fact (prompt set x
@@ -18,33 +19,44 @@ from pathlib import Path
 import torch
 
 from editors import make_editor
-from pitfalls_benchmark.datasets import load_dataset, prompt_set
+from harness.executors.workbench import Workbench
+from pitfalls_benchmark.datasets import example_edits, load_dataset, prompt_set
 from pitfalls_editkit.cache import default_cache_dir
 from pitfalls_editkit.contract import EditorSettings
+from pitfalls_editkit.hparams import parse_hparams_set
 from pitfalls_editkit.models import load_model, resolve_device
-from pitfalls_editkit.scoring import Scorer
-from pitfalls_editkit.undo import editing
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["tiny-gpt2", "gemma3-270m"])
     parser.add_argument("--edits", type=int, default=10)
+    parser.add_argument("--editor", default="rome", help="a shipped editor's name (default: rome)")
+    parser.add_argument("--hparams-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="replace one hyper-parameter, as the suites' --hparams-set does (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dataset-dir", default=str(Path(__file__).resolve().parents[2] / "shared/pitfalls-data/GPT2-XL"))
     args = parser.parse_args()
     cases = load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits)
+    try:
+        values = tuple(parse_hparams_set(args.hparams_set).items())
+    except ValueError as exc:
+        parser.error(str(exc))
+    examples = example_edits(Path(args.dataset_dir))  # what WISE and IKE draw unrelated prompts and demonstrations from
     rows = []
     for name in args.models:
         start = time.perf_counter()
         loaded = load_model(name, resolve_device(args.device), cache_dir=default_cache_dir())
         load_s = time.perf_counter() - start
-        editor = make_editor("rome", loaded, EditorSettings(cache_dir=default_cache_dir()))
+        editor = make_editor(args.editor, loaded, EditorSettings(cache_dir=default_cache_dir(), hparams_values=values,
+                                                                 dataset_edits=lambda: examples))
         start = time.perf_counter()
-        editor.context_templates()
-        editor.inverse_covariance(editor.hparams.rewrite_module_tmp.format(editor.hparams.layers[0]))
+        if hasattr(editor, "inverse_covariance"):  # ROME's statistics and templates, so that they are not in the first edit
+            editor.context_templates()
+            editor.inverse_covariance(editor.hparams.rewrite_module_tmp.format(editor.hparams.layers[0]))
         stats_s = time.perf_counter() - start
-        scorer = Scorer(loaded.model, loaded.tokenizer)
+        bench = Workbench.build(editor)  # the harness's guard installs a module editor's patches, a context editor's prompts
+        scorer = bench.scorer
         edit_s, score_s, wins = [], [], 0
         for case in cases.cases["easy"]:
             edit = case.edit
@@ -52,9 +64,9 @@ def main() -> None:
             start = time.perf_counter()
             scorer.fact_scores(prompts, [o.label for o in case.true_objects] + [edit.new_object.label])
             score_s.append(time.perf_counter() - start)
-            with editing(loaded.model, editor):
+            with bench.guard.case(editor) as applied:
                 start = time.perf_counter()
-                editor.apply([edit])
+                applied.apply([edit], seed=0)
                 edit_s.append(time.perf_counter() - start)
                 new, old = scorer.fact_scores(prompts[:1], [edit.new_object.label, edit.object.label])
             wins += new > old
