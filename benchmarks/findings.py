@@ -11,7 +11,8 @@ session goes on where the last one stopped, and so that the table can be recompu
 
 A kept record holds the case id, split, metrics, numeric scores, pitfall verdict, seed and seconds, and where a run
 has them the chain's fields, the generated twins and the general-ability measures; the edits' text, the pitfall
-message, notes, generated answers and object labels (the published data's text) are left out.
+message, notes, generated answers and object labels (the published data's text) are left out. A chain's record keeps
+one empty string per edit, so that the lifelong view still counts the edits the chain applied.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def save(results: Path, kept: Path) -> list[tuple[str, int]]:
         target.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({**{f: getattr(r, f) for f in RECORD_FIELDS},
                              **{f: getattr(r, f) for f in OPTIONAL_FIELDS if getattr(r, f) not in (None, "", {}, [])},
+                             **({"edits": [""] * len(r.edits)} if r.chain else {}),
                              "scores": numeric_scores(r.scores)}, allow_nan=True) for r in records]
         (target / CASES_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         if (run / RUN_FILE).is_file():

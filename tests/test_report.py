@@ -248,5 +248,6 @@ def test_kept_records_hold_a_chains_fields_the_generated_twins_and_general_abili
     save(tmp_path / "results", tmp_path / "kept")
     (kept,) = [json.loads(line) for line in (tmp_path / "kept" / "chain-run" / "cases.jsonl").read_text(encoding="utf-8").splitlines()]
     assert kept["chain_position"] == 0 and kept["generation_pitfall"] is False and kept["general_ability"] == {"kg": 0.75}
+    assert kept["edits"] == [""] * len(record["edits"]) and record["edits"]  # counted by the lifelong view, without text
     assert kept["generation_metrics"] == {"Succ": 1.0, "IR": 0.0, "FR": 0} and "generated" not in kept
     assert NASTY not in (tmp_path / "kept" / "chain-run" / "cases.jsonl").read_text(encoding="utf-8")
