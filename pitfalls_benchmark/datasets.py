@@ -20,6 +20,7 @@ from pitfalls_editkit.facts import Edit, Entity, ExampleEdit, Fact, Relation, Te
 from pitfalls_editkit.safe_json import JsonInputError, loads
 
 MAX_LABEL_CHARS = 500  # the longest published label has 191 characters
+LINE_BREAK_TAB_OR_NUL = re.compile("[\n\r\t\x00]")  # not allowed in a label
 
 
 class DatasetError(ValueError):
@@ -131,7 +132,7 @@ class _Record:
         if len(label) > MAX_LABEL_CHARS:
             raise DatasetError(f"{self.where}: '{at}{key}.label' is {len(label)} characters long (at most {MAX_LABEL_CHARS}); "
                                "a label is an entity's name, not a text")
-        if any(ch in label for ch in "\n\r\t\x00"):
+        if LINE_BREAK_TAB_OR_NUL.search(label):
             raise DatasetError(f"{self.where}: '{at}{key}.label' {label[:40]!r} holds a line break, tab or NUL; "
                                "give the name on one line")
         return Entity(id=str(self.get(raw, "id", (str, int), f"{at}{key}.")), label=label)

@@ -57,22 +57,27 @@ def loads(text: str | bytes, where: str, *, allow_nan: bool = True) -> Any:
 
 
 def _check_bounds(value: Any, where: str) -> None:
-    """Depth and string length, walked without recursion."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    """Depth and string length, walked level by level without recursion (``json.loads`` makes exact dicts, lists and
+    strs, so ``type(...) is`` is enough, and a level is a plain list: a dataset of 100,000 values is walked in a
+    fraction of its parse time)."""
+    level, depth = [value], 1
+    while level:
         if depth > MAX_DEPTH:
             raise JsonInputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(item, str):
-            if len(item) > MAX_STRING:
-                raise JsonInputError(f"{where}: a string of {len(item)} characters (at most {MAX_STRING})")
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                if len(key) > MAX_STRING:
-                    raise JsonInputError(f"{where}: a key of {len(key)} characters (at most {MAX_STRING})")
-                stack.append((inner, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((inner, depth + 1) for inner in item)
+        deeper: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is str:
+                if len(item) > MAX_STRING:
+                    raise JsonInputError(f"{where}: a string of {len(item)} characters (at most {MAX_STRING})")
+            elif kind is dict:
+                for key in item:
+                    if len(key) > MAX_STRING:
+                        raise JsonInputError(f"{where}: a key of {len(key)} characters (at most {MAX_STRING})")
+                deeper.extend(item.values())
+            elif kind is list:
+                deeper.extend(item)
+        level, depth = deeper, depth + 1
 
 
 def is_number(value: Any) -> bool:
