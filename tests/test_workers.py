@@ -10,7 +10,7 @@ import execnet
 import pytest
 
 from harness.plugin.options import HOST_INDEX, HOST_WORKERS
-from harness.plugin.workers import pytest_configure_node, pytest_xdist_auto_num_workers
+from harness.plugin.workers import WorkerStarts, pytest_configure_node, pytest_xdist_auto_num_workers
 from tests.helpers import records, run_pytest
 
 
@@ -23,6 +23,36 @@ def test_each_worker_learns_its_index_on_its_own_machine():
         pytest_configure_node(node)
         seen.append((node.workerinput[HOST_INDEX], node.workerinput[HOST_WORKERS]))
     assert seen == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]  # GPU i mod count on each machine, cores shared per machine
+
+
+def test_a_worker_that_goes_down_while_xdist_sets_it_up_stops_the_run_with_its_error_in_one_line():
+    # The race the bad-input row tx-worker-cannot-start meets now and then: the worker's Python has already exited
+    # when xdist sends it its setup, and xdist's session start raises "cannot send to <Channel ... closed>".
+    class ClosedChannel:
+        def waitclose(self, timeout):
+            raise RuntimeError("Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named '_pytest'")
+
+    class Controller:  # the part of xdist's WorkerController the hook reads
+        channel = ClosedChannel()
+        gateway = SimpleNamespace(id="gw1", spec=execnet.XSpec("popen//python=/nowhere/python"))
+
+        def setup(self):
+            raise OSError("cannot send to <Channel id=3 closed>")
+
+    starts = WorkerStarts().pytest_sessionstart(session=None)
+    next(starts)
+    try:
+        Controller().setup()
+    except OSError as exc:
+        with pytest.raises(pytest.exit.Exception) as stopped:
+            starts.throw(exc)
+    assert stopped.value.returncode == pytest.ExitCode.USAGE_ERROR
+    assert stopped.value.msg.startswith("worker gw1 (local) could not start: ModuleNotFoundError: No module named '_pytest'. "
+                                        "Install the harness")
+    other = WorkerStarts().pytest_sessionstart(session=None)
+    next(other)
+    with pytest.raises(OSError, match="disk full"):  # an OSError from elsewhere is not ours to explain
+        other.throw(OSError("disk full"))
 
 
 def test_n_auto_is_one_worker_per_two_cores_on_a_cpu_machine(monkeypatch):

@@ -101,7 +101,44 @@ class WorkerStarts:
         if not error or node.gateway.id in self.ready:
             return
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[-1] if lines else "it exited"
-        pytest.exit(f"worker {node.gateway.id} ({host_of(node.gateway.spec)}) could not start: {reason}. "
-                    f"Install the harness (pip install -e . or its wheel) in the Python its --tx spec names ({HELP})",
-                    returncode=pytest.ExitCode.USAGE_ERROR)
+        stop_at_worker(node.gateway, lines[-1] if lines else "it exited")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionstart(self, session: pytest.Session):
+        """The same worker may go down sooner, while xdist sends it its setup (``OSError: cannot send to <Channel ...
+        closed>`` from xdist's own session start, an internal error): the same one line, with the worker's error."""
+        try:
+            return (yield)
+        except OSError as exc:
+            node = node_being_set_up(exc)
+            if node is None:
+                raise
+            stop_at_worker(node.gateway, remote_error(node) or "its connection closed while xdist set it up")
+
+
+def stop_at_worker(gateway, reason: str) -> None:
+    pytest.exit(f"worker {gateway.id} ({host_of(gateway.spec)}) could not start: {reason}. "
+                f"Install the harness (pip install -e . or its wheel) in the Python its --tx spec names ({HELP})",
+                returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def node_being_set_up(exc: BaseException):
+    """The xdist worker controller whose setup raised ``exc`` (a frame's ``self`` with a channel and a gateway)."""
+    import traceback
+
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        candidate = frame.f_locals.get("self")
+        if hasattr(candidate, "channel") and hasattr(candidate, "gateway"):
+            return candidate
+    return None
+
+
+def remote_error(node, wait_s: float = 10) -> str | None:
+    """The last line of the error the worker's Python ended with, as execnet brings it back (None if none came)."""
+    try:
+        node.channel.waitclose(timeout=wait_s)
+    except Exception as error:  # execnet's RemoteError holds the worker's traceback; a timeout says nothing
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        if lines and "timeout" not in type(error).__name__.lower():
+            return lines[-1]
+    return None
