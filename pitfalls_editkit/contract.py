@@ -114,8 +114,12 @@ class EditorSettings:
 def _no_entity_of(edits: Sequence[Edit]) -> Callable[[Edit], bool]:
     """Whether an example edit shares no entity (by id, else by label) with ``edits``."""
     taken = {key for e in edits for entity in (e.subject, e.object, e.new_object) for key in (entity.id, entity.label) if key}
-    return lambda example: not any(key in taken for entity in (example.subject, example.object, example.new_object)
-                                   for key in (entity.id, entity.label) if key)
+
+    def keep(example: Edit) -> bool:  # "" is never in ``taken``, so an empty id or label matches nothing
+        subject, old, new = example.subject, example.object, example.new_object
+        return taken.isdisjoint((subject.id, subject.label, old.id, old.label, new.id, new.label))
+
+    return keep
 
 
 def unrelated_examples(settings: EditorSettings, edits: Sequence[Edit]) -> list[ExampleEdit]:
