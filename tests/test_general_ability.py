@@ -43,6 +43,7 @@ metric_list:
     return task
 
 
+@pytest.mark.slow  # lm-eval's task building: about 14 s of the quick loop's 140
 def test_a_large_edit_moves_the_general_ability_and_the_undo_brings_back_the_unedited_values_exactly(tiny_loader, cache_dir,
                                                                                                    published, tmp_path):
     pytest.importorskip("lm_eval")
