@@ -3,6 +3,7 @@
 ``python -m reports merge OUT SHARD_DIR ...`` merges the run folders of ``--shard K/N`` runs into one (reports/merge.py).
 ``python -m reports lifelong RUN_DIR ...`` prints, for ``--sequential`` runs, each curve's first and last bin.
 ``python -m reports table RUN_DIR ...`` prints the paper's Tables 1 and 2 as markdown, one row per run.
+``python -m reports generation RUN_DIR ...`` prints teacher-forced against generated verdicts (``--generation``).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         from reports.merge import main as merge_main
 
         return merge_main(argv[1:])
-    if argv[:1] in (["lifelong"], ["table"]):
+    if argv[:1] in (["lifelong"], ["table"], ["generation"]):
         from reports.lifelong import lifelong_table
-        from reports.tables import markdown_tables
+        from reports.tables import generation_table, markdown_tables
 
-        print_table = lifelong_table if argv[0] == "lifelong" else markdown_tables
+        print_table = {"lifelong": lifelong_table, "table": markdown_tables, "generation": generation_table}[argv[0]]
         if len(argv) == 1:
             print(f"usage: python -m reports {argv[0]} RUN_DIR [RUN_DIR ...]", file=sys.stderr)
             return 2

@@ -56,3 +56,22 @@ def markdown_tables(runs: list[Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def generation_table(runs: list[Any]) -> str:
+    """Teacher-forced against generated verdicts (``--generation``) as markdown, one row per run and split: the cases
+    with a generated twin, the pitfalls each way, and how often the two verdicts agree [95% interval]."""
+    runs = sorted(runs, key=lambda run: run.sort_key)
+    heads = ["editor", "split", "n", "pitfalls, teacher-forced", "pitfalls, generated", "verdicts agree (%, [95% interval])"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+    for run in runs:
+        for split, info in run.splits.items():
+            generated = [r for r in run.records if r.ok and r.split == split and r.generation_pitfall is not None]
+            if "generation" not in info or not generated:
+                continue
+            taught = sum(1 for r in generated if r.pitfall)
+            lines.append(f"| {run.folder.name} | {split} | {len(generated)} | {taught} | {info['generation']['pitfalls']} | "
+                         f"{format_cell(info['generation']['agreement'])} |")
+    if len(lines) == 2:
+        return "no run here has --generation records"
+    return "\n".join(lines)

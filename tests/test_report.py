@@ -251,3 +251,24 @@ def test_kept_records_hold_a_chains_fields_the_generated_twins_and_general_abili
     assert kept["edits"] == [""] * len(record["edits"]) and record["edits"]  # counted by the lifelong view, without text
     assert kept["generation_metrics"] == {"Succ": 1.0, "IR": 0.0, "FR": 0} and "generated" not in kept
     assert NASTY not in (tmp_path / "kept" / "chain-run" / "cases.jsonl").read_text(encoding="utf-8")
+
+
+def test_the_generation_table_counts_both_verdicts_and_their_agreement_per_split(tmp_path, capsys):
+    from reports.__main__ import main
+    from reports.tables import generation_table
+
+    config = {"editor": "rome"}
+    rows = []
+    for index, (taught, generated) in enumerate([(True, True), (True, False), (False, False), (False, True)]):
+        record = case_record("reverse", index, taught, {"CS_exp": 1.0, "CS_imp": 0.0, "CM": 0.1}, config)
+        rows.append({**record, "generation_metrics": {"CS_exp": 1.0, "CS_imp": float(not generated)},
+                     "generation_pitfall": generated})
+    rows.append(case_record("easy", 0, True, {"Succ": 1.0, "D": 0.01, "IR": 0.5, "FR": 1, "JS": 0.02}, config))  # no twin
+    run = write_run(tmp_path / "gen", "rome", rows, {"reverse": 4, "easy": 1}, finished=True)
+    table = generation_table([load_run(run)])
+    assert "| gen | reverse | 4 | 2 | 2 | 50.00 [15.0, 85.0] |" in table, table  # 2 of 4 agree (Wilson interval)
+    assert "| easy |" not in table
+    plain = write_run(tmp_path / "plain", "rome", rows[-1:], {"easy": 1}, finished=True)
+    capsys.readouterr()
+    assert main(["generation", str(plain)]) == 0
+    assert capsys.readouterr().out.strip() == "no run here has --generation records"
