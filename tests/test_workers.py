@@ -30,7 +30,7 @@ def test_a_worker_that_goes_down_while_xdist_sets_it_up_stops_the_run_with_its_e
     # when xdist sends it its setup, and xdist's session start raises "cannot send to <Channel ... closed>".
     class ClosedChannel:
         def waitclose(self, timeout):
-            raise RuntimeError("Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named '_pytest'")
+            raise execnet.RemoteError("Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named '_pytest'\n")
 
     class Controller:  # the part of xdist's WorkerController the hook reads
         channel = ClosedChannel()

@@ -100,8 +100,7 @@ class WorkerStarts:
     def pytest_testnodedown(self, node, error) -> None:
         if not error or node.gateway.id in self.ready:
             return
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        stop_at_worker(node.gateway, lines[-1] if lines else "it exited")
+        stop_at_worker(node.gateway, last_line(error) or "it exited")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionstart(self, session: pytest.Session):
@@ -135,10 +134,18 @@ def node_being_set_up(exc: BaseException):
 
 def remote_error(node, wait_s: float = 10) -> str | None:
     """The last line of the error the worker's Python ended with, as execnet brings it back (None if none came)."""
+    import execnet
+
     try:
         node.channel.waitclose(timeout=wait_s)
-    except Exception as error:  # execnet's RemoteError holds the worker's traceback; a timeout says nothing
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        if lines and "timeout" not in type(error).__name__.lower():
-            return lines[-1]
+    except execnet.RemoteError as error:  # it holds the worker's traceback
+        return last_line(error)
+    except Exception:  # a timeout, or the channel's own failure: nothing the worker said
+        pass
     return None
+
+
+def last_line(error: object) -> str | None:
+    """The last non-blank line of an error's text (a traceback's last line names the error)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else None
