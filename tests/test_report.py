@@ -272,3 +272,5 @@ def test_the_generation_table_counts_both_verdicts_and_their_agreement_per_split
     capsys.readouterr()
     assert main(["generation", str(plain)]) == 0
     assert capsys.readouterr().out.strip() == "no run here has --generation records"
+    assert main(["generation", str(tmp_path / "nosuch")]) == 2  # a folder that is not a run: one line, as for `table`
+    assert capsys.readouterr().err.strip().startswith("error: ")
