@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
 from benchmarks import dataset_dir_or_default
 from editors import SHIPPED, make_editor
-from pitfalls_benchmark.datasets import load_dataset, prompt_set
+from pitfalls_benchmark.datasets import example_edits, load_dataset, prompt_set
 from pitfalls_editkit.cache import default_cache_dir
 from pitfalls_editkit.contract import EditorSettings
 from pitfalls_editkit.fingerprints import parameter_digest
@@ -41,6 +42,7 @@ def main() -> None:
     args.dataset_dir = dataset_dir_or_default(args.dataset_dir, cache)
     dataset = load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits)
     cases = dataset.cases["easy"]
+    examples = example_edits(Path(args.dataset_dir))  # what WISE and IKE draw unrelated prompts and demonstrations from
     device = resolve_device(args.device)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
     print("| model | editor | weights on | undo exact | max score diff vs cpu | s/edit | wins |")
@@ -55,7 +57,8 @@ def main() -> None:
             objects = [o.label for o in case.true_objects]
             diffs.append(abs(scorer.object_probabilities(prompts, objects) - cpu_scorer.object_probabilities(prompts, objects)).max())
         for editor_name in args.editors:
-            editor = make_editor(editor_name, loaded, EditorSettings(cache_dir=cache, stats_tokens=5000, stats_corpus=args.stats_corpus))
+            editor = make_editor(editor_name, loaded, EditorSettings(cache_dir=cache, stats_tokens=5000, stats_corpus=args.stats_corpus,
+                                                                         dataset_edits=lambda: examples))
             before = parameter_digest(loaded.model)
             seconds, wins, where = [], 0, set()
             for case in cases:

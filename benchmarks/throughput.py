@@ -109,7 +109,11 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.model, args.one[0], int(args.one[1]), args.cases, args.device, dataset_dir)))
         return
-    rows = []
+    print(f"model {args.model}, {args.cases} cases, torch {torch.__version__}")
+    print("| editor | device | threads | K | cases/min | s/case | s/edit | peak MB | speed-up vs K=1 "
+          "| largest metric difference vs K=1 (abs / rel) | same pitfall as K=1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []  # each row printed as soon as it is measured: a run stopped early keeps what it finished
     for editor in args.editors:
         for batch in args.case_batch:
             cmd = [sys.executable, "-m", "benchmarks.throughput", "--model", args.model, "--cases", str(args.cases),
@@ -119,22 +123,20 @@ def main() -> None:
                 print(f"{editor} K={batch}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"measured {editor} K={batch}: {rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
-    print(f"model {args.model}, {args.cases} cases, torch {torch.__version__}")
-    print("| editor | device | threads | K | cases/min | s/case | s/edit | peak MB | speed-up vs K=1 "
-          "| largest metric difference vs K=1 (abs / rel) | same pitfall as K=1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        base = next((r for r in rows if r["editor"] == row["editor"] and r["K"] == 1), None)
-        speedup = f"{row['cases_per_min'] / base['cases_per_min']:.2f}x" if base else "-"
-        diff, same = "-", "-"
-        if base:
-            absolute, relative = largest_difference(base["metrics"], row["metrics"])
-            diff = f"{absolute:.1e} / {relative:.1e}"
-            same = f"{sum(base['pitfalls'][c] == p for c, p in row['pitfalls'].items() if c in base['pitfalls'])}/{row['cases']}"
-        print(f"| {row['editor']} | {row['device']} | {row['threads']} | {row['K']} | {row['cases_per_min']:.2f} | "
-              f"{row['seconds'] / row['cases']:.1f} | {row['s_per_edit']:.2f} | {row['peak_mb']:.0f} | {speedup} | {diff} | {same} |")
+            print(table_row(rows[-1], rows), flush=True)
 
+
+def table_row(row: dict, rows: list[dict]) -> str:
+    """One configuration's row, compared with its editor's K = 1 row when that was measured."""
+    base = next((r for r in rows if r["editor"] == row["editor"] and r["K"] == 1), None)
+    speedup = f"{row['cases_per_min'] / base['cases_per_min']:.2f}x" if base else "-"
+    diff, same = "-", "-"
+    if base:
+        absolute, relative = largest_difference(base["metrics"], row["metrics"])
+        diff = f"{absolute:.1e} / {relative:.1e}"
+        same = f"{sum(base['pitfalls'][c] == p for c, p in row['pitfalls'].items() if c in base['pitfalls'])}/{row['cases']}"
+    return (f"| {row['editor']} | {row['device']} | {row['threads']} | {row['K']} | {row['cases_per_min']:.2f} | "
+            f"{row['seconds'] / row['cases']:.1f} | {row['s_per_edit']:.2f} | {row['peak_mb']:.0f} | {speedup} | {diff} | {same} |")
 
 if __name__ == "__main__":
     main()
