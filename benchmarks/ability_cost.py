@@ -5,14 +5,17 @@
 
 Targets (issue 25): --generation adds at most 50% to a case's time; the default general-ability measures
 (perplexity and kg) at chain checkpoints, every 10 edits, add at most 20% to a chain's time. The first easy cases
-of the dataset run one at a time, each twice (without, then with generation), on one model; the general-ability
+of the dataset run one at a time, each twice (without, then with generation), on one model, after a first run that
+keeps the unedited model's scores and answers on disk, as a run finds them after the first editor's; the general-ability
 measurement is timed on the unedited model and compared with the time of the edits between two checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -20,6 +23,7 @@ from editors.registry import make_editor
 from harness.executors.single import run_one
 from harness.executors.workbench import Workbench
 from harness.general_ability import GeneralAbility
+from harness.original_scores import OriginalScores
 from pitfalls_benchmark.datasets import example_edits, load_dataset
 from pitfalls_editkit.cache import default_cache_dir
 from pitfalls_editkit.contract import EditorSettings
@@ -40,13 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     examples = example_edits(args.dataset_dir)
     editor = make_editor(args.editor, loaded, EditorSettings(cache_dir=cache, dataset_edits=lambda: examples))
     dataset = load_dataset(args.dataset_dir, splits=("easy",), limit=args.cases)
-    plain, generating = Workbench.build(editor, dataset), None
+    originals = OriginalScores(Path(tempfile.mkdtemp(prefix="ability-cost-")) / "original.jsonl")
+    plain = Workbench.build(editor, dataset, original_scores=originals)
+    generating = Workbench.build(editor, dataset, guard=plain.guard, generation=8, original_scores=originals)
     rows = []
     for case in dataset.cases["easy"]:
+        run_one(generating, case)  # the unedited model's scores and answers, kept as a run keeps them
         start = time.perf_counter()
         run_one(plain, case)
         without = time.perf_counter() - start
-        generating = Workbench.build(editor, dataset, guard=plain.guard, generation=8)
         start = time.perf_counter()
         run_one(generating, case)
         rows.append((case.case_id, without, time.perf_counter() - start))

@@ -1,9 +1,10 @@
-"""The unedited model's scores, computed once per model and kept on disk for every editor's run.
+"""The unedited model's scores and greedy answers, computed once per model and kept on disk for every editor's run.
 
 A five-editor comparison scores the same facts on the same original model
-five times otherwise. Entries are keyed by the prompts and objects scored,
-in a JSON-lines file per model fingerprint; workers append under a lock and
-each process reads the file once.
+five times otherwise. Entries are keyed by the prompts and objects scored
+(answers: by the prompts and the number of new tokens), in a JSON-lines file
+per model fingerprint; workers append under a lock and each process reads the
+file once.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ class OriginalScores:
         self.path = path
         self.hits = self.misses = 0
         self._scores: dict[str, list[float]] = {}
+        self._answers: dict[str, list[str]] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = loads(line, str(path))
-                    self._scores[str(entry["key"])] = [float(v) for v in entry["scores"]]
+                    if "answers" in entry:
+                        answers = entry["answers"]
+                        if not all(isinstance(a, str) for a in answers):
+                            continue
+                        self._answers[str(entry["key"])] = list(answers)
+                    else:
+                        self._scores[str(entry["key"])] = [float(v) for v in entry["scores"]]
                 except (JsonInputError, KeyError, TypeError, ValueError, AttributeError):
                     continue  # a line cut by a crash: that entry is scored again
 
@@ -44,6 +52,18 @@ class OriginalScores:
         self.misses += 1
         return self.store(prompts, objects, compute())
 
+    def answers(self, prompts: Sequence[str], max_new_tokens: int, compute: Callable[[], list[str]]) -> list[str]:
+        """The cached greedy answers to ``prompts`` on the original model (``--generation``), else ``compute()``."""
+        key = self.key(prompts, [f"greedy answers, at most {max_new_tokens} new tokens"])
+        if len(self._answers.get(key, ())) == len(prompts):
+            self.hits += 1
+            return list(self._answers[key])
+        self.misses += 1
+        answers = [str(a) for a in compute()]
+        self._answers[key] = answers
+        self._append({"key": key, "answers": answers})
+        return list(answers)
+
     def has(self, prompts: Sequence[str], objects: Sequence[str]) -> bool:
         return self.key(prompts, objects) in self._scores
 
@@ -51,7 +71,10 @@ class OriginalScores:
         """Keep scores computed elsewhere (several facts scored in one batched call)."""
         key, value = self.key(prompts, objects), [float(v) for v in scores]
         self._scores[key] = value
+        self._append({"key": key, "scores": value})
+        return list(value)
+
+    def _append(self, entry: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"), open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"key": key, "scores": value}) + "\n")
-        return list(value)
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")

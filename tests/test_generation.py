@@ -98,7 +98,7 @@ def test_each_case_gets_the_generated_twin_of_its_verdicts_computed_by_the_same_
     dataset = load(published / "GPT2-XL", limit=1)
     bench = Workbench.build(GRACE(loaded, EditorSettings(cache_dir=cache_dir)), dataset, generation=4)
 
-    def first_object_said_everywhere(self, paraphrases, subject, relation, objects, heard):
+    def first_object_said_everywhere(self, paraphrases, subject, relation, objects, heard, from_disk=False):
         heard.append(f"{subject} => {objects[0]}")
         return [1.0] + [0.0] * (len(objects) - 1)
 
@@ -113,6 +113,35 @@ def test_each_case_gets_the_generated_twin_of_its_verdicts_computed_by_the_same_
         else:  # m1 says the new object, m2 the old one; no other true object is said before or after
             assert twin == {"Succ": 1.0, "IR": 0.0, "FR": 0} and record.generation_pitfall is False
         assert record.generated and all(" => " in line for line in record.generated)
+
+
+def test_the_unedited_models_answers_are_generated_once_and_read_from_disk_after(tiny_loader, cache_dir, published, tmp_path,
+                                                                                  monkeypatch):
+    from harness.executors.single import run_one
+    from harness.original_scores import OriginalScores
+
+    loaded = tiny_loader("tiny-llama")
+    dataset = load_dataset(published / "GPT2-XL", splits=("easy", "composite"), limit=1)  # each scores the unedited model once
+    calls = []
+    generate = Generator.answers
+
+    def counted(self, prompts, max_new_tokens=8):
+        calls.append(len(prompts))
+        return generate(self, prompts, max_new_tokens)
+
+    monkeypatch.setattr(Generator, "answers", counted)
+    runs = []
+    for _ in range(2):  # the second run reads the file anew, as another editor's run or worker does
+        originals = OriginalScores(tmp_path / "original.jsonl")
+        editor = GRACE(loaded, EditorSettings(cache_dir=cache_dir, hparams_values=(("n_iter", 1),)))  # what it says is not asked
+        bench = Workbench.build(editor, dataset, generation=4, original_scores=originals)
+        calls.clear()
+        runs.append(([run_one(bench, case) for case in dataset.all_cases()], len(calls), originals.hits))
+    (first, first_calls, first_hits), (second, second_calls, second_hits) = runs
+    assert first_hits == 0 and second_hits >= 2  # the unedited model's answers of both cases come from disk
+    assert second_calls == first_calls - 2 and second_calls > 0  # the edited model's answers are generated each time
+    for a, b in zip(first, second):
+        assert a.generated == b.generated and a.generation_metrics == b.generation_metrics and a.metrics == b.metrics
 
 
 @pytest.mark.slow

@@ -63,9 +63,11 @@ def carry_out(bench: Workbench, plan: Plan, paraphrases: Paraphrases, open_edits
                 edits = None
             else:
                 start = time.perf_counter()
-                answer = bench.score(paraphrases, step.subject, step.relation, step.objects, step.original and originals_on_disk())
+                unedited = step.original and originals_on_disk()
+                answer = bench.score(paraphrases, step.subject, step.relation, step.objects, unedited)
                 if twin is not None:
-                    said = [rate + SAID_FLOOR for rate in bench.said(paraphrases, step.subject, step.relation, step.objects, heard)]
+                    said = [rate + SAID_FLOOR
+                            for rate in bench.said(paraphrases, step.subject, step.relation, step.objects, heard, unedited)]
                 carried.eval_seconds += time.perf_counter() - start
             if twin is not None:
                 try:

@@ -125,11 +125,19 @@ class Workbench:
         return self.scorer.fact_scores(prompts, list(objects))
 
     def said(self, paraphrases: Paraphrases, subject: str, relation: Relation, objects: Sequence[str],
-             heard: list[str]) -> list[float]:
+             heard: list[str], from_disk: bool = False) -> list[float]:
         """--generation: for each object, the share of the fact's prompts whose greedy answer says it (``says``); each
-        prompt and answer is appended to ``heard``."""
+        prompt and answer is appended to ``heard``. ``from_disk``: the model is the unedited one (answers kept on disk)."""
         prompts = prompt_set(relation, subject, paraphrases)
-        answers = Generator(self.scorer.model, self.scorer.tokenizer, self.guard.context).answers(prompts, self.generation or 1)
+        new_tokens = self.generation or 1
+
+        def generate() -> list[str]:
+            return Generator(self.scorer.model, self.scorer.tokenizer, self.guard.context).answers(prompts, new_tokens)
+
+        if from_disk and self.original_scores is not None:
+            answers = self.original_scores.answers(prompts, new_tokens, generate)
+        else:
+            answers = generate()
         heard += [f"{prompt} => {answer}" for prompt, answer in zip(prompts, answers)]
         return [sum(says(answer, obj) for answer in answers) / len(answers) for obj in objects]
 
