@@ -48,7 +48,10 @@ def main() -> None:
     dataset = load_dataset(args.dataset_dir, splits=("easy",), limit=args.edits)
     cases = dataset.cases["easy"]
     examples = example_edits(Path(args.dataset_dir))  # what WISE and IKE draw unrelated prompts and demonstrations from
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
     print("| model | editor | edit lives on | undo exact | max score diff vs cpu | s/edit | wins |")
     print("|---|---|---|---|---|---|---|")

@@ -106,6 +106,12 @@ def main() -> None:
     from pitfalls_editkit.cache import default_cache_dir
 
     dataset_dir = str(dataset_dir_or_default(args.dataset_dir, default_cache_dir()))
+    from pitfalls_editkit.models import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.one:
         print(json.dumps(measure(args.model, args.one[0], int(args.one[1]), args.cases, args.device, dataset_dir)))
         return
