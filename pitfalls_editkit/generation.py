@@ -67,6 +67,8 @@ class Generator:
         return out
 
     def _batch(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy steps for the rows still answering: a row that gave the end-of-text token or a line break (where its
+        answer is cut) leaves the batch, its cached keys and values with it, so later steps cost only the others."""
         tok, model = self.tokenizer, self.model
         device = next(model.parameters()).device
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -76,16 +78,23 @@ class Generator:
         cache = DynamicCache()
         logits = vocabulary_logits(model, ids, mask, rows, torch.full_like(rows, ids.shape[1] - 1), positions, cache)
         produced: list[list[int]] = [[] for _ in prompts]
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        answering = list(range(len(prompts)))  # the prompt of each row of the batch
         position = positions[:, -1]
-        for _step in range(max_new_tokens):
+        for step in range(max_new_tokens):
             chosen = logits.argmax(-1)
+            going_on = []
             for row, token in enumerate(chosen.tolist()):
-                if not done[row]:
-                    produced[row].append(token)
-            done |= chosen == stop if stop is not None else torch.zeros_like(done)
-            if bool(done.all()) or _step == max_new_tokens - 1:
+                produced[answering[row]].append(token)
+                if token != stop and "\n" not in tok.decode([token]):
+                    going_on.append(row)
+            if not going_on or step == max_new_tokens - 1:
                 break
+            if len(going_on) < len(answering):
+                keep = torch.tensor(going_on, device=device)
+                cache.batch_select_indices(keep)
+                mask, position, chosen = mask[keep], position[keep], chosen[keep]
+                answering = [answering[row] for row in going_on]
+            rows = torch.arange(len(answering), device=device)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             position = position + 1
             logits = vocabulary_logits(model, chosen.unsqueeze(1), mask, rows, torch.zeros_like(rows), position.unsqueeze(1),

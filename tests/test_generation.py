@@ -43,6 +43,27 @@ def test_batched_greedy_answers_are_transformers_greedy_answers(tiny_loader, mod
     assert ours == transformers_greedy(loaded, PROMPTS, 6)
 
 
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2", "tiny-gemma3"])
+def test_rows_that_end_early_leave_the_batch_and_the_others_answer_as_they_would_alone(tiny_loader, model):
+    loaded = tiny_loader(model)
+    tok = loaded.tokenizer
+    alone = []
+    for prompt in PROMPTS:  # each prompt's 6 greedy tokens, alone and without any stop
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6,
+                                    min_new_tokens=6, pad_token_id=tok.pad_token_id, eos_token_id=None)
+        alone.append(out[0, ids.shape[1]:].tolist())
+    stop = alone[0][1]  # taken as the end-of-text token: the first answer ends at its second token
+    assert any(stop not in tokens for tokens in alone)  # so the batch goes on without that row
+    expected = [tok.decode(t[: t.index(stop)] if stop in t else t, skip_special_tokens=True).split("\n")[0] for t in alone]
+    tok.eos_token_id, saved = stop, tok.eos_token_id
+    try:
+        ours = Generator(loaded.model, tok).answers(PROMPTS, max_new_tokens=6)
+    finally:
+        tok.eos_token_id = saved
+    assert ours == expected
+
+
 def easy_edits(published: Path, n: int):
     return [case.edit for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=n).cases["easy"]]
 
