@@ -91,8 +91,9 @@ def load_network(path: Path, loaded: LoadedModel, hp: MENDHyperParams) -> MENDNe
         network.original = True
         return network.to(loaded.device)
     if state.get("model_fingerprint") not in (None, loaded.fingerprint):
-        print(f"note: MEND checkpoint {path} was trained on weights {state['model_fingerprint']}, "
-              f"this model's are {loaded.fingerprint}", file=sys.stderr)
+        print(f"note: MEND checkpoint {path} was trained on model fingerprint {state['model_fingerprint']}, this model's is "
+              f"{loaded.fingerprint} (the fingerprint covers the weights and the config, which names the transformers "
+              "version: a newer transformers alone changes it)", file=sys.stderr)
     trained = state.get("hparams") or {}
     if "layers" in trained:  # family files count from the end: compare as layer indices of this model
         trained = {**trained, "layers": [layer % loaded.num_layers for layer in trained["layers"]]}
