@@ -32,7 +32,7 @@ RECORD_FIELDS = ("case_id", "benchmark", "split", "index", "group", "status", "s
 # Kept when set: a chain's fields (--sequential), the generated twins (--generation; the answers' text is left out, it
 # holds the data's prompts) and the general-ability measures (--general-ability).
 OPTIONAL_FIELDS = ("chain", "chain_position", "chain_segment", "original_metrics", "retention", "generation_metrics",
-                "generation_pitfall", "general_ability")
+                "generation_pitfall", "general_ability", "threads")
 
 
 def numeric_scores(scores: dict) -> dict:

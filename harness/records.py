@@ -54,6 +54,7 @@ class CaseRecord:
     notes: list[str] = field(default_factory=list)
     device: str = ""
     worker: str = ""  # the xdist worker id, or "" without xdist
+    threads: int | None = None  # torch's CPU threads in the process that ran it: FT's numbers differ between 1 and 2
     # Sequential mode (--sequential): which chain, how many edits it had applied before this case, which segment of it.
     chain: str = ""
     chain_position: int | None = None

@@ -27,7 +27,7 @@ from pitfalls_editkit.folders import overlaps
 # Run facts that may differ between shards of one run.
 PER_SHARD = ("shard", "git_commit", "versions", "device")
 # Record fields that may differ between two runs of one case: where and how fast it ran.
-PER_SESSION = ("seconds_edit", "seconds_eval", "worker", "device")
+PER_SESSION = ("seconds_edit", "seconds_eval", "worker", "device", "threads")
 
 
 class MergeError(ValueError):

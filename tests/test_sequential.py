@@ -4,6 +4,7 @@ the original model bit for bit."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,7 @@ def test_sequential_runs_are_deterministic_with_and_without_workers(published, c
     assert set(per_chain(two)) == {"chain-1-of-2", "chain-2-of-2"}
     assert per_chain(two) == per_chain(two_again)  # the same cases, order and numbers per chain, whatever the timing
     assert {r["worker"] for r in two} == {"gw0", "gw1"}
+    assert {r["threads"] for r in two} == {max(1, (os.cpu_count() or 1) // 2)}  # the cores shared between the workers
     assert any(r["retention"] for r in one)
     config = json.loads((tmp_path / "two" / "run.json").read_text())
     assert config["sequential"] == 0 and any("sequential" in d for d in config["paper_setting_differs"])

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from harness.guard import ModelGuard
 from harness.original_scores import OriginalScores
 from harness.records import CaseRecord
@@ -157,5 +159,5 @@ class Workbench:
             case_id=case.case_id, benchmark=case.benchmark, split=case.split, index=case.index, group=case.group, seed=seed,
             scores=scores, metrics=values, pitfall=pitfall, pitfall_message=describe_pitfall(case.split, values, scores) if pitfall else "",
             seconds_edit=round(seconds_edit, 3), seconds_eval=round(seconds_eval, 3),
-            edits=list(applied), notes=notes, device=str(self.editor.loaded.device),
+            edits=list(applied), notes=notes, device=str(self.editor.loaded.device), threads=torch.get_num_threads(),
         )
