@@ -44,18 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     examples = example_edits(args.dataset_dir)
     editor = make_editor(args.editor, loaded, EditorSettings(cache_dir=cache, dataset_edits=lambda: examples))
     dataset = load_dataset(args.dataset_dir, splits=("easy",), limit=args.cases)
-    originals = OriginalScores(Path(tempfile.mkdtemp(prefix="ability-cost-")) / "original.jsonl")
-    plain = Workbench.build(editor, dataset, original_scores=originals)
-    generating = Workbench.build(editor, dataset, guard=plain.guard, generation=8, original_scores=originals)
     rows = []
-    for case in dataset.cases["easy"]:
-        run_one(generating, case)  # the unedited model's scores and answers, kept as a run keeps them
-        start = time.perf_counter()
-        run_one(plain, case)
-        without = time.perf_counter() - start
-        start = time.perf_counter()
-        run_one(generating, case)
-        rows.append((case.case_id, without, time.perf_counter() - start))
+    with tempfile.TemporaryDirectory(prefix="ability-cost-") as kept:  # not the cache's file: every run starts empty
+        originals = OriginalScores(Path(kept) / "original.jsonl")
+        plain = Workbench.build(editor, dataset, original_scores=originals)
+        generating = Workbench.build(editor, dataset, guard=plain.guard, generation=8, original_scores=originals)
+        for case in dataset.cases["easy"]:
+            run_one(generating, case)  # the unedited model's scores and answers, kept as a run keeps them
+            start = time.perf_counter()
+            run_one(plain, case)
+            without = time.perf_counter() - start
+            start = time.perf_counter()
+            run_one(generating, case)
+            rows.append((case.case_id, without, time.perf_counter() - start))
     print(f"--generation on {args.model} with {args.editor} (easy cases, one CPU process)")
     print("| case | seconds without | seconds with --generation | added |")
     print("|---|---|---|---|")

@@ -38,10 +38,15 @@ budget = max(int(sys.argv[2]) - 40, 30)  # model load and start-up of the worker
 print(10 if seconds is None else max(5, min(100, int(4 * budget / (5 * seconds) * 0.8))))
 EOF
 )
-log "findings: rome, --limit $LIMIT, -n 4, $REMAINING s left"
+if [ "$REMAINING" -lt 60 ]; then  # timeout 0 would mean no limit at all
+  log "findings skipped: $REMAINING s left"
+  exit 0
+fi
+RUNS=$(mktemp -d "$OUT/runs.XXXXXX")  # a new folder: no earlier run is continued, mixed or removed
+log "findings: rome, --limit $LIMIT, -n 4, $REMAINING s left, into $RUNS"
 timeout -k 10 -s INT "$REMAINING" python3 -m pytest suites/ --editor rome --model gemma3-270m --dataset-dir "$DATA" \
-  --limit "$LIMIT" --record-only --results-dir "$OUT/runs" --run-name rome -n 4 -q -p no:cacheprovider \
+  --limit "$LIMIT" --record-only --results-dir "$RUNS" --run-name rome -n 4 -q -p no:cacheprovider \
   > "$OUT/findings.log" 2>&1
 log "findings exit $?"
-[ -d "$OUT/runs" ] && tar czf "$OUT/findings.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"
+tar czf "$OUT/findings.tgz" -C "$RUNS" rome && rm -rf "$RUNS"  # a device returns files two folders down at most
 log done

@@ -104,10 +104,9 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("EDITOR", "K"), help=argparse.SUPPRESS)  # child process: one configuration
     args = parser.parse_args()
     from pitfalls_editkit.cache import default_cache_dir
-
-    dataset_dir = str(dataset_dir_or_default(args.dataset_dir, default_cache_dir()))
     from pitfalls_editkit.models import resolve_device
 
+    dataset_dir = str(dataset_dir_or_default(args.dataset_dir, default_cache_dir()))
     try:
         resolve_device(args.device)
     except ValueError as exc:

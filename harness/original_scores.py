@@ -31,8 +31,8 @@ class OriginalScores:
                     entry = loads(line, str(path))
                     if "answers" in entry:
                         answers = entry["answers"]
-                        if not all(isinstance(a, str) for a in answers):
-                            continue
+                        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                            continue  # a hand-edited or foreign line: those answers are generated again
                         self._answers[str(entry["key"])] = list(answers)
                     else:
                         self._scores[str(entry["key"])] = [float(v) for v in entry["scores"]]

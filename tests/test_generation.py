@@ -4,6 +4,7 @@ counts as saying a label."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,22 @@ def test_the_unedited_models_answers_are_generated_once_and_read_from_disk_after
     assert second_calls == first_calls - 2 and second_calls > 0  # the edited model's answers are generated each time
     for a, b in zip(first, second):
         assert a.generated == b.generated and a.generation_metrics == b.generation_metrics and a.metrics == b.metrics
+
+
+def test_kept_answers_that_are_torn_foreign_or_not_a_list_of_text_are_generated_again(tmp_path):
+    from harness.original_scores import OriginalScores
+
+    prompts = ["ab", "cd"]
+    path = tmp_path / "original.jsonl"
+    key = OriginalScores.key(prompts, ["greedy answers, at most 4 new tokens"])
+    path.write_text("\n".join([json.dumps({"key": key, "answers": ["only one"]}),
+                                json.dumps({"key": key, "answers": [1, 2]}),
+                                json.dumps({"key": key, "answers": "xy"}),  # a string of two characters: not two answers
+                                '{"key": "' + key + '", "answers": ["cut']) + "\n")
+    kept = OriginalScores(path)
+    assert kept.answers(prompts, 4, lambda: ["A", "B"]) == ["A", "B"] and kept.misses == 1
+    again = OriginalScores(path)  # the generated answers were appended and are read back
+    assert again.answers(prompts, 4, lambda: pytest.fail("generated again")) == ["A", "B"] and again.hits == 1
 
 
 @pytest.mark.slow
