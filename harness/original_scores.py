@@ -52,9 +52,11 @@ class OriginalScores:
         self.misses += 1
         return self.store(prompts, objects, compute())
 
-    def answers(self, prompts: Sequence[str], max_new_tokens: int, compute: Callable[[], list[str]]) -> list[str]:
-        """The cached greedy answers to ``prompts`` on the original model (``--generation``), else ``compute()``."""
-        key = self.key(prompts, [f"greedy answers, at most {max_new_tokens} new tokens"])
+    def answers(self, prompts: Sequence[str], max_new_tokens: int, compute: Callable[[], list[str]],
+                settle: Sequence[str] = ()) -> list[str]:
+        """The cached greedy answers to ``prompts`` on the original model (``--generation``), else ``compute()``;
+        ``settle``: the labels they were cut for (``Generator.answers``), part of the key."""
+        key = self.key(prompts, [f"greedy answers, at most {max_new_tokens} new tokens", *(f"settled for {label}" for label in settle)])
         if len(self._answers.get(key, ())) == len(prompts):
             self.hits += 1
             return list(self._answers[key])

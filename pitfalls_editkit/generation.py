@@ -9,7 +9,8 @@ editor's context (``InstalledContext``, applied to every prompt) are all in forc
 :func:`says` decides whether an answer names a label: both are normalised (Unicode NFKC, case folded,
 punctuation to spaces, whitespace collapsed, a leading article "a", "an" or "the" dropped) and the answer must
 start with the label, followed by the end or a word boundary ("Paris" is said by "Paris, the capital", not by
-"Parisian").
+"Parisian"). Asked only whether an answer says some labels, the generator stops a row as soon as no further text can
+change that (:func:`settled`), so the recorded answer ends there.
 """
 
 from __future__ import annotations
@@ -47,6 +48,26 @@ def says(answer: str, label: str, aliases: Sequence[str] = ()) -> bool:
     return False
 
 
+def settled(answer: str, labels: Sequence[str]) -> bool:
+    """Whether no continuation of ``answer`` can change ``says(answer, label)`` for any of ``labels``.
+
+    More text can only lengthen the normalised answer's last word or add words; once it has two words, whether a
+    leading article is dropped is decided too. So a label's verdict is final when the answer has more words than the
+    label (the words compared and the boundary after them are there), or when a word before the answer's last differs
+    from the label's word at that place. Never while a character is half decoded (U+FFFD: its bytes continue in the
+    next token).
+    """
+    if "\ufffd" in answer:
+        return False
+    words = normalise(answer).split()
+    complete = words[:-1]  # the last word may still grow
+    for label in labels:
+        wanted = normalise(label).split()
+        if len(words) <= len(wanted) and all(a == b for a, b in zip(complete, wanted)):
+            return False
+    return True
+
+
 @dataclass
 class Generator:
     """Greedy continuations of prompts on one model, batched (``max_rows`` prompts a pass), with a key/value cache."""
@@ -57,18 +78,20 @@ class Generator:
     max_rows: int = 32
 
     @torch.no_grad()
-    def answers(self, prompts: Sequence[str], max_new_tokens: int = 8) -> list[str]:
+    def answers(self, prompts: Sequence[str], max_new_tokens: int = 8, settle: Sequence[str] = ()) -> list[str]:
         """What the model says after each prompt: at most ``max_new_tokens`` tokens, cut at the end-of-text token
-        and at the first line break."""
+        and at the first line break; with ``settle`` (the labels the answers will be checked against with
+        :func:`says`), also as soon as every verdict is :func:`settled`."""
         given = [self.context.prompt(p) if self.context is not None else p for p in prompts]
         out: list[str] = []
         for start in range(0, len(given), self.max_rows):
-            out += self._batch(given[start : start + self.max_rows], max_new_tokens)
+            out += self._batch(given[start : start + self.max_rows], max_new_tokens, settle)
         return out
 
-    def _batch(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    def _batch(self, prompts: Sequence[str], max_new_tokens: int, settle: Sequence[str]) -> list[str]:
         """Greedy steps for the rows still answering: a row that gave the end-of-text token or a line break (where its
-        answer is cut) leaves the batch, its cached keys and values with it, so later steps cost only the others."""
+        answer is cut), or whose verdicts on ``settle`` are final, leaves the batch, its cached keys and values with
+        it, so later steps cost only the others."""
         tok, model = self.tokenizer, self.model
         device = next(model.parameters()).device
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -84,9 +107,13 @@ class Generator:
             chosen = logits.argmax(-1)
             going_on = []
             for row, token in enumerate(chosen.tolist()):
-                produced[answering[row]].append(token)
-                if token != stop and "\n" not in tok.decode([token]):
-                    going_on.append(row)
+                tokens = produced[answering[row]]
+                tokens.append(token)
+                if token == stop or "\n" in tok.decode([token]):
+                    continue
+                if settle and settled(tok.decode(tokens, skip_special_tokens=True), settle):
+                    continue
+                going_on.append(row)
             if not going_on or step == max_new_tokens - 1:
                 break
             if len(going_on) < len(answering):

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from editors.grace import GRACE
 from harness.executors.workbench import Workbench
 from pitfalls_benchmark.datasets import load_dataset
 from pitfalls_editkit.contract import EditorSettings
-from pitfalls_editkit.generation import Generator, normalise, says
+from pitfalls_editkit.generation import Generator, normalise, says, settled
 from tests import broken_editors as broken
 
 PROMPTS = ["The capital of France is", "Germany's official language is", "The Eiffel Tower is located in the city of",
@@ -106,6 +108,44 @@ def test_saying_a_label(answer, label, said):
     assert says(answer, label) is said
 
 
+# Text pieces that move word boundaries: articles, punctuation, spaces, a combining accent, full-width letters, a
+# half-decoded character, pieces that glue onto the word before them.
+PIECES = st.sampled_from([" the", " a", "The", " Paris", "Paris", "ian", " New", " York", ",", ".", " ", "  ", "-", "\u0301",
+                          "Ｐａｒｉｓ", "\ufffd", "é", " City", "s", "_x", "\t"])
+LABELS = st.lists(st.sampled_from(["Paris", "New York", "New York City", "the United Kingdom", "York", "a", "", "...", "Parisian"]),
+                  min_size=1, max_size=3)
+
+
+@given(st.lists(PIECES, max_size=8), st.lists(PIECES, max_size=8), LABELS)
+def test_once_an_answer_is_settled_no_continuation_changes_whether_it_says_a_label(start, rest, labels):
+    """What lets the generator stop a row early (``settle``): the verdicts on the prefix are the full answer's."""
+    answer = "".join(start)
+    if settled(answer, labels):
+        full = answer + "".join(rest)
+        assert [says(answer, label) for label in labels] == [says(full, label) for label in labels]
+
+
+def test_an_answer_settles_once_its_words_run_past_the_longest_label():
+    assert not settled(" Paris", ["Paris"]) and settled(" Paris, France", ["Paris"])  # "Paris" may still become "Parisian"
+    assert not settled(" the Paris", ["Paris"]) and settled(" the Paris of", ["Paris"])  # "the" is dropped only before a word
+    assert not settled(" New York", ["New York City", "Paris"]) and settled(" New York is big", ["New York City"])
+    assert not settled(" Par\ufffd is here", ["Paris"])  # a character whose bytes continue in the next token
+    assert settled(" the capital of", ["New York City"]) and not settled(" New Yorker", ["New York City"])  # words differ
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
+def test_answers_cut_where_their_verdicts_settle_give_the_full_answers_verdicts(tiny_loader, model):
+    loaded = tiny_loader(model)
+    generator = Generator(loaded.model, loaded.tokenizer)
+    full = generator.answers(PROMPTS, max_new_tokens=8)
+    words = sorted({w for answer in full for w in answer.split()})
+    labels = [words[0], " ".join(full[0].split()[:2]), "Paris"]  # a word the answers hold, the first answer's start
+    cut = generator.answers(PROMPTS, max_new_tokens=8, settle=labels)
+    assert all(f.startswith(c) for c, f in zip(cut, full)) and cut != full  # prefixes, and some are shorter
+    assert [[says(a, label) for label in labels] for a in cut] == [[says(a, label) for label in labels] for a in full]
+    assert any(says(a, labels[1]) for a in cut)  # a verdict that could fail: the first answer says its own start
+
+
 def test_normalise_drops_a_leading_article_only_when_more_follows():
     assert normalise("The Hague") == "hague" and normalise("The") == "the" and normalise("U.S.A.") == "u s a"
 
@@ -147,9 +187,9 @@ def test_the_unedited_models_answers_are_generated_once_and_read_from_disk_after
     calls = []
     generate = Generator.answers
 
-    def counted(self, prompts, max_new_tokens=8):
+    def counted(self, prompts, max_new_tokens=8, settle=()):
         calls.append(len(prompts))
-        return generate(self, prompts, max_new_tokens)
+        return generate(self, prompts, max_new_tokens, settle)
 
     monkeypatch.setattr(Generator, "answers", counted)
     runs = []

@@ -134,10 +134,11 @@ class Workbench:
         new_tokens = self.generation or 1
 
         def generate() -> list[str]:
-            return Generator(self.scorer.model, self.scorer.tokenizer, self.guard.context).answers(prompts, new_tokens)
+            return Generator(self.scorer.model, self.scorer.tokenizer, self.guard.context).answers(prompts, new_tokens,
+                                                                                                  settle=objects)
 
         if from_disk and self.original_scores is not None:
-            answers = self.original_scores.answers(prompts, new_tokens, generate)
+            answers = self.original_scores.answers(prompts, new_tokens, generate, settle=objects)
         else:
             answers = generate()
         heard += [f"{prompt} => {answer}" for prompt, answer in zip(prompts, answers)]
