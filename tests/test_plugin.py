@@ -125,11 +125,17 @@ def test_broken_dataset_is_one_error_line(published: Path, cache_dir: Path, tmp_
 def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path, tmp_path: Path):
     proc = run_pytest(["suites/", "--editor", "romeo", "--dataset-dir", str(published / "GPT2-XL")], cache_dir)
     assert proc.returncode != 0 and "ERROR: --editor 'romeo': unknown editor (known: alphaedit, emmet, ft, grace, ike, lora, memit, mend, r-rome, rome, wise; " in proc.output
-    proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "1",
-                       "-k", "easy", "--results-dir", str(tmp_path / "r")], cache_dir)
+    proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2",
+                       "--results-dir", str(tmp_path / "r")], cache_dir)
     assert proc.returncode != 0
-    assert f"--model {tmp_path}: folder has no config.json" in proc.stdout
+    # A run-wide error stops the run at its first item: one line, not one per case (10 selected here).
+    said = [line for line in proc.stdout.splitlines() if line.startswith(f"--model {tmp_path}: folder has no config.json")]
+    assert len(said) == 1 and proc.returncode == 1 and proc.stdout.count("ERROR at setup") == 1, proc.stdout[-3000:]
     assert "Traceback" not in proc.stdout
+    proc = run_pytest(["suites/", "--editor", "tests.broken_editors:ConstructorRaises", "--model", "tiny-gpt2", "--dataset-dir",
+                       str(published / "GPT2-XL"), "--limit", "2", "--results-dir", str(tmp_path / "r")], cache_dir)
+    assert proc.returncode != 0 and proc.stdout.count("ERROR at setup") == 1, proc.stdout[-3000:]
+    assert proc.stdout.count("could not be built: RuntimeError: injected failure in the constructor") == 2  # the item, the stop
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -41,8 +41,15 @@ def precheck_rules(pytestconfig: pytest.Config):
     return read_published(pytestconfig.stash[STATE].dataset_root)[2]
 
 
+def fail_the_run(request: pytest.FixtureRequest, message: str) -> NoReturn:
+    """A run-wide error (the model, the editor or a measure cannot be built): the item that asked gets the one line,
+    and the session stops there, rather than every later item repeating it."""
+    request.session.shouldfail = message
+    pytest.fail(message, pytrace=False)
+
+
 @pytest.fixture(scope="session")
-def loaded_model(pytestconfig: pytest.Config, run_options: RunOptions):
+def loaded_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config, run_options: RunOptions):
     from pitfalls_editkit.models import ModelLoadError, load_model, resolve_device
 
     share_cpu_threads(pytestconfig)
@@ -55,11 +62,11 @@ def loaded_model(pytestconfig: pytest.Config, run_options: RunOptions):
         return load_model(run_options.model, device, run_options.dtype, run_options.cache_path)
     except (ModelLoadError, ValueError) as exc:
         message = str(exc)
-    pytest.fail(message, pytrace=False)
+    fail_the_run(request, message)
 
 
 @pytest.fixture(scope="session")
-def editor(pytestconfig: pytest.Config, loaded_model, model_guard, run_options: RunOptions):
+def editor(request: pytest.FixtureRequest, pytestconfig: pytest.Config, loaded_model, model_guard, run_options: RunOptions):
     """The editor, built after the guard took the model's baseline: building it must leave the model as it was."""
     from editors.corpus import CorpusError
     from editors.registry import UnknownEditorError, make_editor
@@ -87,7 +94,7 @@ def editor(pytestconfig: pytest.Config, loaded_model, model_guard, run_options: 
         message = str(exc)
     except Exception as exc:  # a plugin editor's constructor: one line naming it, not a traceback per case
         message = f"editor {run_options.editor!r} could not be built: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
-    pytest.fail(message, pytrace=False)
+    fail_the_run(request, message)
 
 
 @pytest.fixture(scope="session")
