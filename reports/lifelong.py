@@ -141,8 +141,7 @@ def general_ability_curves(sequential: list[Run], width: int) -> list[tuple[str,
     for name in sorted({n for run in sequential for r in run.records for n in r.general_ability}):
         curves = []
         for run in sequential:
-            measured = [(r.chain_position, r.general_ability[name]) for r in run.records
-                        if r.ok and name in r.general_ability and r.chain_position is not None]
+            measured = ability_measured(run, name)
             points = []
             for start in range(0, max((p for p, _ in measured), default=-1) + 1, width):
                 values = [v for p, v in measured if start <= p < start + width]
@@ -154,6 +153,21 @@ def general_ability_curves(sequential: list[Run], width: int) -> list[tuple[str,
         if curves:
             charts.append((f"General ability, {name} (not in %; the reference line: the unedited model)", curves))
     return charts
+
+
+def ability_measured(run: Run, name: str) -> list[tuple[int, float]]:
+    """(edits applied, value) of each measurement of ``name`` on a chain: measured after its case's edits."""
+    return sorted((r.chain_position + len(r.edits), r.general_ability[name]) for r in run.records
+                  if r.ok and name in r.general_ability and r.chain_position is not None)
+
+
+def _ability_span(run: Run, name: str) -> str:
+    measured = ability_measured(run, name)
+    unedited = (run.config.get("general_ability") or {}).get("unedited", {}).get(name)
+    if not measured or unedited is None:
+        return "-"
+    (first_at, first), (last_at, last) = measured[0], measured[-1]
+    return f"{unedited:.3g} -> {first:.3g} (after {first_at}) -> {last:.3g} (after {last_at})"
 
 
 def first_and_last_bins(records: list[CaseRecord]) -> dict[str, tuple[Point, Point]]:
@@ -182,11 +196,14 @@ def lifelong_table(runs: list[Run]) -> str:
     """A Markdown table of sequential runs: each curve's first and last bin, the chain's length and its time."""
     sequential = [run for run in runs if is_sequential(run)]
     titles = [title for title, _, _ in CURVES if title.startswith(("Pitfall", "IR", "Retention"))]
-    lines = ["| run | edits | " + " | ".join(titles) + " | edit + eval s |", "|---|---|" + "---|" * len(titles) + "---|"]
+    measures = sorted({n for run in sequential for r in run.records for n in r.general_ability})  # --general-ability
+    heads = titles + [f"{name}: unedited -> first -> last measurement (edits)" for name in measures]
+    lines = ["| run | edits | " + " | ".join(heads) + " | edit + eval s |", "|---|---|" + "---|" * len(heads) + "---|"]
     for run in sequential:
         last = max((r.chain_position or 0) + len(r.edits) for r in run.records)
         width = bin_width(last)
         cells = [_span(curve_points(run.records, splits, metric, width)) for title, splits, metric in CURVES if title in titles]
+        cells += [_ability_span(run, name) for name in measures]
         seconds = sum(r.seconds_edit + r.seconds_eval for r in run.records)
         lines.append(f"| {run.label} | {last} | " + " | ".join(cells) + f" | {seconds:.0f} |")
     return "\n".join(lines)

@@ -123,7 +123,8 @@ def lifelong_runs(tmp_path: Path) -> list[Path]:
     """A sequential run whose round-trip pitfalls grow along the chain, and the same editor's fresh-model run."""
     def config(sequential):
         return {"model": "tiny-llama", "editor": "rome", "seed": 0, "sequential": sequential, "paper_setting": False,
-                "paper_setting_differs": ["model tiny-llama"]}
+                "paper_setting_differs": ["model tiny-llama"],
+                "general_ability": {"measures": "perplexity", "every_edits_on_a_chain": 10, "unedited": {"perplexity": 40.0}}}
     chain = []
     for i in range(60):  # position 2i: pitfalls appear after edit 60
         split = ("easy", "hard", "reverse")[i % 3]
@@ -134,6 +135,8 @@ def lifelong_runs(tmp_path: Path) -> list[Path]:
         record.update(chain="chain-1-of-1", chain_position=2 * i, chain_segment=0)
         if i % 5 == 4:
             record["retention"] = {"after_edits": 2 * i + 2, "sample": 10, "held": max(0, 10 - i // 6), "rate": 0.5}
+        if i % 5 == 4:  # --general-ability: measured after the case's edit
+            record["general_ability"] = {"perplexity": 50.0 + i}
         chain.append(record)
     fresh = [case_record(s, i, False, {"Succ": 1.0, "D": 0.02, "IR": 0.1, "FR": 0, "JS": 0.1}, config(None)) for i in range(4)
              for s in ("easy",)]
@@ -163,6 +166,13 @@ def test_lifelong_bins_and_the_first_and_last_bin_of_each_split(tmp_path):
     table = lifelong_table([load_run(chain), load_run(fresh)]).splitlines()
     assert len(table) == 3 and table[2].startswith("| rome · chain | 119 | ")  # last position + its edits; the fresh run: no row
     assert "| 0% (n=" in table[2] and "-> 100% (n=" in table[2]
+    assert table[0].endswith("| perplexity: unedited -> first -> last measurement (edits) | edit + eval s |")
+    assert "| 40 -> 54 (after 9) -> 109 (after 119) |" in table[2]  # the unedited value from run.json, then each end
+    from reports.lifelong import general_ability_curves
+
+    ((title, (curve,)),) = general_ability_curves([load_run(chain)], 9)
+    first = curve.points[0]  # the first measurement: case 4 at position 8, after its edit: 9 edits applied
+    assert curve.reference == 40.0 and (first.low_edge, first.n, first.value) == (9, 1, 54.0)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
