@@ -8,7 +8,8 @@ measures say what the edited model still does. Each ``SPEC`` is one measure:
   gensim's Wikipedia excerpt, which the second-moment statistics read from its start (their default 100,000 tokens
   stop about a fifth of the way in), so the text is not what ROME and MEMIT were fitted on.
 * ``kg``: a multiple-choice quiz the project generates from its geography knowledge graph (``KG_QUESTIONS`` facts
-  drawn with seed 0, each with three other objects of its relation as distractors); accuracy is the share whose
+  drawn with seed 0, none naming an entity the run's cases name, each with three other objects of its relation as
+  distractors); accuracy is the share whose
   true object the model scores highest (teacher-forced, as the metrics). Offline, so CI measures something real.
 * ``lm-eval:TASK``: a task of EleutherAI's lm-evaluation-harness (``pip install -e ".[ability]"``), a registered
   name or a local task YAML file, run on the in-memory edited model through its ``HFLM`` with the request cache
@@ -84,7 +85,7 @@ class Perplexity:
     name: str = "perplexity"
 
     @classmethod
-    def build(cls, spec: AbilitySpec, loaded: LoadedModel) -> Perplexity:
+    def build(cls, spec: AbilitySpec, loaded: LoadedModel, avoid: frozenset[str] = frozenset()) -> Perplexity:
         from editors.corpus import GENSIM_WIKI, CorpusError, load_corpus
 
         source = spec.argument or GENSIM_WIKI
@@ -137,7 +138,9 @@ class KnowledgeQuiz:
     name: str = "kg"
 
     @classmethod
-    def build(cls, spec: AbilitySpec, loaded: LoadedModel) -> KnowledgeQuiz:
+    def build(cls, spec: AbilitySpec, loaded: LoadedModel, avoid: frozenset[str] = frozenset()) -> KnowledgeQuiz:
+        """``avoid``: entity labels the run's cases name; no question asks about them or offers them as a choice, so
+        the quiz measures facts unrelated to the edits."""
         from pitfalls_generator.geography import build_geography_graph, geography_files
         from pitfalls_generator.schema import load_relations
 
@@ -146,9 +149,11 @@ class KnowledgeQuiz:
         rng = random.Random(0)
         triples = sorted(graph.triples, key=lambda t: (t.relation, t.subject, t.object))
         questions = []
+        avoided = {entity_id for entity_id, entity in graph.entities.items() if entity.label.casefold() in avoid}
         for triple in rng.sample(triples, len(triples)):
-            others = [o for o in graph.range(triple.relation) if o not in graph.objects(triple.subject, triple.relation)]
-            if triple.relation not in relations or len(others) < KG_CHOICES - 1:
+            others = [o for o in graph.range(triple.relation)
+                      if o not in graph.objects(triple.subject, triple.relation) and o not in avoided]
+            if triple.relation not in relations or len(others) < KG_CHOICES - 1 or {triple.subject, triple.object} & avoided:
                 continue
             prompt = fill(relations[triple.relation].relation.prompt, graph.entities[triple.subject].label)
             choices = [graph.entities[o].label for o in [triple.object, *rng.sample(others, KG_CHOICES - 1)]]
@@ -174,7 +179,7 @@ class LmEvalTask:
     _tasks: Any = field(default=None, repr=False)  # the task, loaded once (its data read once)
 
     @classmethod
-    def build(cls, spec: AbilitySpec, loaded: LoadedModel) -> LmEvalTask:
+    def build(cls, spec: AbilitySpec, loaded: LoadedModel, avoid: frozenset[str] = frozenset()) -> LmEvalTask:
         try:
             import lm_eval  # noqa: F401
         except ImportError:
@@ -228,12 +233,14 @@ class GeneralAbility:
     unedited: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, text: str, loaded: LoadedModel, scorer: Scorer, cache_dir: Path, dtype: str) -> GeneralAbility:
+    def build(cls, text: str, loaded: LoadedModel, scorer: Scorer, cache_dir: Path, dtype: str,
+              avoid: frozenset[str] = frozenset()) -> GeneralAbility:
+        """``avoid``: the labels of every entity the run's cases name (``Dataset.entity_labels``), casefolded."""
         from pitfalls_editkit.cache import cached_json
 
         specs = parse_specs(text)
-        ability = cls([BUILDERS[spec.kind](spec, loaded) for spec in specs])
-        key = hashlib.sha256(json.dumps([s.text for s in specs]).encode()).hexdigest()[:16]
+        ability = cls([BUILDERS[spec.kind](spec, loaded, avoid) for spec in specs])
+        key = hashlib.sha256(json.dumps([[s.text for s in specs], sorted(avoid)]).encode()).hexdigest()[:16]
         path = cache_dir / "general-ability" / f"{loaded.fingerprint}-{dtype}-{key}.json"
         ability.unedited = cached_json(path, lambda: ability.measure(loaded, scorer))
         return ability

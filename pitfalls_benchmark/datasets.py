@@ -268,6 +268,19 @@ class Dataset:
     def all_cases(self) -> list[Case]:
         return [case for split in SPLIT_ORDER for case in self.cases.get(split, [])]
 
+    def entity_labels(self) -> frozenset[str]:
+        """Every entity label the cases name (subjects, old and new objects, other true objects, the facts a conflict
+        case rests on), casefolded: what a general-ability quiz must not ask about."""
+        entities = []
+        for case in self.all_cases():
+            if isinstance(case, RoundCase):
+                edits, facts, extra = (case.edit,), (), case.true_objects
+            else:
+                edits, facts, extra = case.edits, case.triples, ()
+            entities += [e for edit in edits for e in (edit.subject, edit.object, edit.new_object)]
+            entities += [e for fact in facts for e in (fact.subject, fact.object)] + list(extra)
+        return frozenset(e.label.casefold() for e in entities)
+
 
 def _relations_of(case: Case) -> list[tuple[Relation, str]]:
     if isinstance(case, RoundCase):

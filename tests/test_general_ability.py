@@ -10,7 +10,7 @@ import pytest
 
 from editors import make_editor
 from harness.executors.workbench import Workbench
-from harness.general_ability import AbilityError, GeneralAbility, parse_specs
+from harness.general_ability import AbilityError, GeneralAbility, KnowledgeQuiz, parse_specs
 from pitfalls_benchmark.datasets import load_dataset
 from pitfalls_editkit.contract import EditorSettings
 from tests.helpers import records, run_pytest, suite_args
@@ -61,6 +61,29 @@ def test_a_large_edit_moves_the_general_ability_and_the_undo_brings_back_the_une
         edited = ability.measure(loaded, bench.scorer)
     assert edited["perplexity"] != unedited["perplexity"]  # the edit's cost shows
     assert ability.measure(loaded, bench.scorer) == unedited  # and the undo takes it back, exactly
+
+
+def test_the_quiz_asks_about_no_entity_the_runs_cases_name(published):
+    from pitfalls_editkit.facts import fill
+    from pitfalls_generator.geography import build_geography_graph, geography_files
+    from pitfalls_generator.schema import load_relations
+
+    graph, relations = build_geography_graph(), load_relations(geography_files()[0])
+    subject_of = {fill(relations[t.relation].relation.prompt, graph.entities[t.subject].label): graph.entities[t.subject].label
+                  for t in graph.triples if t.relation in relations}
+    full = KnowledgeQuiz.build(parse_specs("kg")[0], None)
+    # the first 3 questions' subjects and the next 3 questions' choices
+    avoid = frozenset([subject_of[p].casefold() for p, _ in full.questions[:3]]
+                      + [label.casefold() for _, choices in full.questions[3:6] for label in choices])
+    quiz = KnowledgeQuiz.build(parse_specs("kg")[0], None, avoid)
+    assert len(quiz.questions) == len(full.questions) and not set(map(str, quiz.questions)) & set(map(str, full.questions[:6]))
+    for prompt, choices in quiz.questions:
+        assert not {c.casefold() for c in choices} & avoid and subject_of[prompt].casefold() not in avoid, prompt
+    dataset = load_dataset(published / "GPT2-XL", splits=("easy", "composite"), limit=2)
+    labels = dataset.entity_labels()
+    round_case, conflict_case = dataset.cases["easy"][0], dataset.cases["composite"][0]
+    assert {e.label.casefold() for e in round_case.true_objects} <= labels  # the round trip's other true objects too
+    assert {f.object.label.casefold() for f in conflict_case.triples} <= labels  # and the facts a conflict rests on
 
 
 @pytest.mark.parametrize(("spec", "message"), [

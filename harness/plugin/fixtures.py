@@ -162,7 +162,7 @@ def general_ability(pytestconfig: pytest.Config, loaded_model, guard, run_option
 
     general = GeneralAbility.build(run_options.general_ability, loaded_model,
                                    Scorer(loaded_model.model, loaded_model.tokenizer, context=guard.context),
-                                   run_options.cache_path, run_options.dtype)
+                                   run_options.cache_path, run_options.dtype, avoid=dataset_of(pytestconfig).entity_labels())
     problem = guard.check_untouched("measuring the general ability changed the model")
     if problem is not None:
         raise ValueError(problem)
