@@ -119,7 +119,7 @@ def run_config(pytestconfig: pytest.Config, loaded_model, editor, workbench, run
             "measures": run_options.general_ability, "every_edits_on_a_chain": run_options.general_every,
             "unedited": workbench.general.unedited},
         "generation": None if run_options.generation is None else {
-            "max_new_tokens": run_options.generation, "decoding": "greedy", "stop": "end-of-text token, line break, or every verdict settled (normalised words past the longest label's)",
+            "max_new_tokens": run_options.generation, "decoding": "greedy", "stop": "end-of-text token, line break, or every verdict settled (pitfalls_editkit.generation.settled)",
             "counts_when": "the normalised answer starts with the label at a word boundary (pitfalls_editkit.generation.says)"},
         "versions": versions(), "git_commit": git_commit(),
     }
