@@ -189,3 +189,14 @@ def test_a_singular_moment_is_refused_where_the_editor_inverts_it(tiny_loader, c
     assert editor_second_moment(loaded, settings, MODULE, 100000, "float32").shape == (128, 128)
     with pytest.raises(StatsFileError, match=r"mom2_100000.npz: the second moment of .* is singular"):
         editor_second_moment(loaded, settings, MODULE, 100000, "float32", invertible=True)
+
+
+def test_the_gensim_excerpt_is_parsed_once_per_process_and_keeps_the_digest_the_statistics_files_are_named_by():
+    from editors.corpus import GENSIM_WIKI, _parse_gensim_wiki
+
+    first = load_corpus(GENSIM_WIKI)
+    hits = _parse_gensim_wiki.cache_info().hits
+    again = load_corpus(GENSIM_WIKI)
+    assert _parse_gensim_wiki.cache_info().hits == hits + 1 and again.paragraphs == first.paragraphs
+    # the SHA-256 of the decompressed excerpt, as in every statistics file computed from it (users' caches stay valid)
+    assert first.digest == "34c1c63050c8" and len(first.paragraphs) > 100
