@@ -134,8 +134,13 @@ def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path,
     assert "Traceback" not in proc.stdout
     proc = run_pytest(["suites/", "--editor", "tests.broken_editors:ConstructorRaises", "--model", "tiny-gpt2", "--dataset-dir",
                        str(published / "GPT2-XL"), "--limit", "2", "--results-dir", str(tmp_path / "r")], cache_dir)
-    assert proc.returncode != 0 and proc.stdout.count("ERROR at setup") == 1, proc.stdout[-3000:]
+    assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") == 1, proc.stdout[-3000:]
     assert "could not be built: RuntimeError: injected failure in the constructor" in proc.stdout
+    # Under -n 2 each worker stops at its first item; xdist calls that an interruption, the run still exits 1.
+    proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2",
+                       "-n", "2", "--results-dir", str(tmp_path / "r2")], cache_dir)
+    assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") <= 2, proc.stdout[-3000:]
+    assert f"--model {tmp_path}: folder has no config.json" in proc.stdout and "Traceback" not in proc.stdout
 
 
 @pytest.mark.slow

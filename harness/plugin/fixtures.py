@@ -41,11 +41,27 @@ def precheck_rules(pytestconfig: pytest.Config):
     return read_published(pytestconfig.stash[STATE].dataset_root)[2]
 
 
+RUN_STOPPED = pytest.StashKey[str]()  # the run-wide error that stopped this process's session
+
+
 def fail_the_run(request: pytest.FixtureRequest, message: str) -> NoReturn:
     """A run-wide error (the model, the editor or a measure cannot be built): the item that asked gets the one line,
     and the session stops there, rather than every later item repeating it."""
+    request.config.stash[RUN_STOPPED] = message
     request.session.shouldfail = message
     pytest.fail(message, pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """The report of the item a run-wide error stopped says so to the controller (``wire.RunStopped``)."""
+    report = yield
+    message = item.config.stash.get(RUN_STOPPED, None)
+    if message is not None and call.when == "setup" and report.failed:
+        from harness.plugin import wire
+
+        report.user_properties.append(wire.encode(wire.RunStopped(message)))
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,7 @@ class ResultsRecorder:
         self.selection_written = False
         self.error: str | None = None  # the results folder fault, once
         self.refused = False  # a worker refused the run folder (it holds a run that used other values)
+        self.stopped = False  # a run-wide error stopped a session (wire.RunStopped): exit 1, also under xdist
         self.previous_sigterm: Any = None  # the SIGTERM handler before this run's (set once a run folder is written)
         self.terminated = False  # SIGTERM stopped the run
         self.identities: dict[str, wire.CaseIdentity] = {}  # node id -> case, from the workers' hellos (crashed items)
@@ -226,6 +227,8 @@ class ResultsRecorder:
                 self.refused = True
                 self._fail(message.message)
                 return
+            if isinstance(message, wire.RunStopped):
+                self.stopped = True
             if isinstance(message, wire.WorkerHello) and report.when == "setup":  # later reports of the item repeat it
                 self.identities.update(message.selection)
                 self._write_selection(list(message.selection.values()))
@@ -262,6 +265,8 @@ class ResultsRecorder:
             self.lock.release()
         if self.refused:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        elif self.stopped and session.exitstatus == pytest.ExitCode.INTERRUPTED:  # xdist's word for a worker's stop
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         elif self.error is not None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if session.exitstatus == 0 else session.exitstatus
 

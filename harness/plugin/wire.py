@@ -1,4 +1,4 @@
-"""What crosses from a worker to the controlling process: four typed messages, one user-property key.
+"""What crosses from a worker to the controlling process: five typed messages, one user-property key.
 
 Under xdist a test report travels from the worker to the controller with its
 ``user_properties``; without xdist the same report reaches the recorder in
@@ -11,7 +11,9 @@ the same process. Every message of the plugin is one such property, under
 * :class:`WorkerHello` (``hello``): once per worker, on its first case's setup report: the run configuration
   and the worker's selection (each case item's node id and identity), so the controller writes ``run.json``
   and ``selection.json`` once and knows the case of an item whose worker crashed without parsing its id;
-* :class:`Refusal` (``refused``): why the run folder refuses this run (nothing is written for it).
+* :class:`Refusal` (``refused``): why the run folder refuses this run (nothing is written for it);
+* :class:`RunStopped` (``stopped``): a run-wide error (the model or the editor cannot be built) stopped the worker's
+  session at this item: the run fails with exit status 1, as without xdist (which calls the stop an interruption).
 
 The recorder (``harness/plugin/recorder.py``) is the only reader.
 """
@@ -64,7 +66,12 @@ class Refusal:
     message: str
 
 
-Message = Union[CaseIdentity, CaseOutcome, WorkerHello, Refusal]
+@dataclass(frozen=True)
+class RunStopped:
+    message: str
+
+
+Message = Union[CaseIdentity, CaseOutcome, WorkerHello, Refusal, RunStopped]
 
 
 def encode(message: Message) -> tuple[str, str]:
@@ -76,6 +83,8 @@ def encode(message: Message) -> tuple[str, str]:
     elif isinstance(message, WorkerHello):
         body = {"kind": "hello", "config": message.config,
                 "selection": [[nodeid, identity.fields()] for nodeid, identity in message.selection.items()]}
+    elif isinstance(message, RunStopped):
+        body = {"kind": "stopped", "message": message.message}
     else:
         body = {"kind": "refused", "message": message.message}
     return KEY, json.dumps(body, ensure_ascii=False, default=str)
@@ -90,6 +99,8 @@ def decode(value: str) -> Message:
         return CaseOutcome(CaseRecord.from_dict(body["record"]))
     if kind == "hello":
         return WorkerHello(body["config"], {nodeid: CaseIdentity(**identity) for nodeid, identity in body["selection"]})
+    if kind == "stopped":
+        return RunStopped(body["message"])
     return Refusal(body["message"])
 
 
