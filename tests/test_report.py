@@ -227,6 +227,30 @@ def test_the_findings_tables_are_what_the_kept_records_give():
     assert [line for line in section.splitlines() if line.startswith("| ")] == computed
 
 
+def test_the_generation_and_chain_findings_are_what_the_kept_records_give():
+    """docs/findings.md's teacher-forced against generated table and docs/lifelong.md's general-ability table and
+    kept chains' rows are recomputed from the records kept under docs/findings/."""
+    from benchmarks.findings import KEPT
+    from reports.lifelong import ability_measured
+    from reports.tables import generation_table
+
+    generation = KEPT.parent / "gemma3-270m-gpt2xl-generation"
+    runs = [load_run(p) for p in sorted(generation.iterdir()) if (p / "cases.jsonl").is_file()]
+    computed = [line for line in generation_table(runs).splitlines() if line.startswith("| ")]
+    page = (REPO / "docs" / "findings.md").read_text(encoding="utf-8")
+    section = page.split("## Teacher-forced against generated verdicts", 1)[1].split("\n## ", 1)[0]
+    assert len(runs) >= 3 and [line for line in section.splitlines() if line.startswith("| ")] == computed
+
+    lifelong = (REPO / "docs" / "lifelong.md").read_text(encoding="utf-8")
+    chains = KEPT.parent / "gemma3-270m-geography-chains"
+    for name, label in (("rome", "ROME"), ("memit", "MEMIT")):
+        run = load_run(chains / name)
+        unedited = run.config["general_ability"]["unedited"]
+        values = {measure: [unedited[measure], *(v for _, v in ability_measured(run, measure))] for measure in ("perplexity", "kg")}
+        assert f"| {label}, perplexity | " + " | ".join(f"{v:.1f}" for v in values["perplexity"]) + " |" in lifelong
+        assert f"| {label}, kg (% right) | " + " | ".join(f"{100 * v:.0f}" for v in values["kg"]) + " |" in lifelong
+
+
 def test_findings_are_kept_without_the_datasets_text_and_restored_for_a_resume(runs, tmp_path):
     from benchmarks.findings import restore, save
 
