@@ -278,11 +278,8 @@ def stats_dataset_name(corpus_name: str, corpus: Corpus | None = None) -> str:
 
 def second_moment_stats(loaded: LoadedModel, settings: EditorSettings, module_name: str, n_samples: int, dtype_name: str) -> dict[str, torch.Tensor]:
     """``sum k k^T`` and the count for one module: read from its file, else computed (and written there)."""
-    if settings.stats_dir is None:
-        corpus = load_corpus(settings.stats_corpus)  # its digest keys the file; read once for both
-        source = stats_source(loaded, settings, module_name, n_samples, dtype_name, corpus)
-    else:
-        source = stats_source(loaded, settings, module_name, n_samples, dtype_name)
+    corpus = load_corpus(settings.stats_corpus) if settings.stats_dir is None else None  # keys our file; read once
+    source = stats_source(loaded, settings, module_name, n_samples, dtype_name, corpus)
     if not source.reference_layout:
         try:
             stats = cached_tensors(source.path, lambda: collect_second_moment(loaded, module_name, corpus, settings.stats_tokens, n_samples))

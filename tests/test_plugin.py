@@ -141,6 +141,12 @@ def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path,
                        "-n", "2", "--results-dir", str(tmp_path / "r2")], cache_dir)
     assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") <= 2, proc.stdout[-3000:]
     assert f"--model {tmp_path}: folder has no config.json" in proc.stdout and "Traceback" not in proc.stdout
+    short = tmp_path / "short.txt"  # a general-ability measure that cannot be built stops the run the same way
+    short.write_text("Far fewer words than one window holds.\n")
+    proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2",
+                       "--general-ability", f"perplexity:{short}", "--results-dir", str(tmp_path / "r3")], cache_dir)
+    assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") == 1, proc.stdout[-3000:]
+    assert "fewer than one window" in proc.stdout and "Traceback" not in proc.stdout
 
 
 @pytest.mark.slow

@@ -151,7 +151,8 @@ def model_guard(loaded_model, run_options: RunOptions):
 
 
 @pytest.fixture(scope="session")
-def workbench(pytestconfig: pytest.Config, editor, loaded_model, model_guard, run_options: RunOptions):
+def workbench(request: pytest.FixtureRequest, pytestconfig: pytest.Config, editor, loaded_model, model_guard,
+              run_options: RunOptions):
     """What the executors (harness/executors/) are given: editor, scorer, guard, and the unedited model's scores on disk."""
     from harness.executors.workbench import Workbench
     from harness.original_scores import OriginalScores
@@ -165,7 +166,7 @@ def workbench(pytestconfig: pytest.Config, editor, loaded_model, model_guard, ru
                          general=general_ability(pytestconfig, loaded_model, model_guard, run_options),
                          general_every=run_options.general_every)
     except ValueError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_the_run(request, str(exc))
 
 
 def general_ability(pytestconfig: pytest.Config, loaded_model, guard, run_options: RunOptions):
