@@ -110,6 +110,19 @@ def test_one_time_work_says_what_it_does_once(cache_dir, tmp_path):
     assert proc.stdout.count("pitfalls: ") <= 2  # what workers do is in their logs, not repeated N times here
 
 
+def test_a_progress_line_leaves_redirected_streams_as_they_were(cache_dir, tmp_path):
+    """Code under test that redirects sys.stdout (a tool's main called in-process) still gets its output when one-time
+    work logs a progress line: showing it suspends and resumes pytest's capture, which set sys.stdout to its own file
+    (pytest tests/test_contract.py without -n lost the checker's table so)."""
+    (tmp_path / "test_redirect.py").write_text(
+        "import contextlib, io\nfrom pitfalls_editkit.progress import step\n\n"
+        "def test_redirected():\n    out = io.StringIO()\n    with contextlib.redirect_stdout(out):\n"
+        "        with step('warming up'):\n            pass\n        print('the table')\n"
+        "    assert out.getvalue() == 'the table\\n'\n")
+    proc = run_pytest([str(tmp_path / "test_redirect.py")], cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0 and "pitfalls: warming up ..." in proc.stdout, proc.stdout[-2000:]
+
+
 def test_the_installed_plugin_leaves_other_sessions_alone(cache_dir, tmp_path):
     """Another project's pytest -n 2 session (the plugin is active in every session of the environment) prepares nothing."""
     # Parametrized ids end in "[...]" like a case's: the controller must not take them for cases (no dataset, no folder).

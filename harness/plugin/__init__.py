@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 
 import pytest
 
@@ -77,9 +78,13 @@ class TerminalProgress(logging.Handler):
         if reporter is None:
             return
         capture = self.config.pluginmanager.get_plugin("capturemanager")
+        # Resuming the capture sets sys.stdout/stderr to pytest's own files, also where code under test had
+        # redirected them (contextlib.redirect_stdout around a tool's main): leave the streams as they were found.
+        streams = sys.stdout, sys.stderr
         with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.ensure_newline()
             reporter.write_line(f"pitfalls: {record.getMessage()}")
+        sys.stdout, sys.stderr = streams
 
     @pytest.hookimpl
     def pytest_sessionstart(self, session: pytest.Session) -> None:
