@@ -161,6 +161,18 @@ def ability_measured(run: Run, name: str) -> list[tuple[int, float]]:
                   if r.ok and name in r.general_ability and r.chain_position is not None)
 
 
+def _distorted_round_trips(records: list[CaseRecord]) -> str:
+    """RoundEdit cases whose round trip lowered another true object (FR = 1), read against the model just before the
+    case (the chain's reading) and against the original model (``original_metrics``), of the finished ones."""
+    trips = [r for r in records if r.ok and r.split in ROUND_SPLITS and "FR" in r.metrics]
+    if not trips:
+        return "-"
+    on_chain = sum(1 for r in trips if r.metrics["FR"] == 1)
+    against_original = [r.original_metrics["FR"] == 1 for r in trips if r.original_metrics and "FR" in r.original_metrics]
+    original = str(sum(against_original)) if len(against_original) == len(trips) else "-"
+    return f"{on_chain} / {original} of {len(trips)}"
+
+
 def _ability_span(run: Run, name: str) -> str:
     measured = ability_measured(run, name)
     unedited = (run.config.get("general_ability") or {}).get("unedited", {}).get(name)
@@ -197,12 +209,14 @@ def lifelong_table(runs: list[Run]) -> str:
     sequential = [run for run in runs if is_sequential(run)]
     titles = [title for title, _, _ in CURVES if title.startswith(("Pitfall", "IR", "Retention"))]
     measures = sorted({n for run in sequential for r in run.records for n in r.general_ability})  # --general-ability
-    heads = titles + [f"{name}: unedited -> first -> last measurement (edits)" for name in measures]
+    heads = titles + ["RoundEdit cases with FR = 1: on the chain / against the original model"]
+    heads += [f"{name}: unedited -> first -> last measurement (edits)" for name in measures]
     lines = ["| run | edits | " + " | ".join(heads) + " | edit + eval s |", "|---|---|" + "---|" * len(heads) + "---|"]
     for run in sequential:
         last = max((r.chain_position or 0) + len(r.edits) for r in run.records)
         width = bin_width(last)
         cells = [_span(curve_points(run.records, splits, metric, width)) for title, splits, metric in CURVES if title in titles]
+        cells.append(_distorted_round_trips(run.records))
         cells += [_ability_span(run, name) for name in measures]
         seconds = sum(r.seconds_edit + r.seconds_eval for r in run.records)
         lines.append(f"| {run.label} | {last} | " + " | ".join(cells) + f" | {seconds:.0f} |")

@@ -168,6 +168,7 @@ def test_lifelong_bins_and_the_first_and_last_bin_of_each_split(tmp_path):
     assert "| 0% (n=" in table[2] and "-> 100% (n=" in table[2]
     assert table[0].endswith("| perplexity: unedited -> first -> last measurement (edits) | edit + eval s |")
     assert "| 40 -> 54 (after 9) -> 109 (after 119) |" in table[2]  # the unedited value from run.json, then each end
+    assert "| 20 / - of 40 |" in table[2]  # round trips with FR = 1 on the chain; no reading against the original model
     from reports.lifelong import general_ability_curves
 
     ((title, (curve,)),) = general_ability_curves([load_run(chain)], 9)
@@ -231,7 +232,7 @@ def test_the_generation_and_chain_findings_are_what_the_kept_records_give():
     """docs/findings.md's teacher-forced against generated table and docs/lifelong.md's general-ability table and
     kept chains' rows are recomputed from the records kept under docs/findings/."""
     from benchmarks.findings import KEPT
-    from reports.lifelong import ability_measured
+    from reports.lifelong import ability_measured, lifelong_table
     from reports.tables import generation_table
 
     generation = KEPT.parent / "gemma3-270m-gpt2xl-generation"
@@ -243,8 +244,13 @@ def test_the_generation_and_chain_findings_are_what_the_kept_records_give():
 
     lifelong = (REPO / "docs" / "lifelong.md").read_text(encoding="utf-8")
     chains = KEPT.parent / "gemma3-270m-geography-chains"
-    for name, label in (("rome", "ROME"), ("memit", "MEMIT")):
-        run = load_run(chains / name)
+    kept_chains = [load_run(p) for p in sorted(chains.iterdir()) if (p / "cases.jsonl").is_file()]
+    table = [line for line in lifelong_table(kept_chains).splitlines() if line.startswith("| ")]
+    assert len(kept_chains) >= 4 and all(line in lifelong.splitlines() for line in table)  # python -m reports lifelong's rows
+    measured = [run for run in kept_chains if run.config.get("general_ability")]
+    assert len(measured) >= 2
+    for run in measured:  # every chain kept with --general-ability has its rows in the table of measurements
+        label = {"rome": "ROME", "memit": "MEMIT", "alphaedit": "AlphaEdit"}.get(run.editor, run.editor)
         unedited = run.config["general_ability"]["unedited"]
         values = {measure: [unedited[measure], *(v for _, v in ability_measured(run, measure))] for measure in ("perplexity", "kg")}
         assert f"| {label}, perplexity | " + " | ".join(f"{v:.1f}" for v in values["perplexity"]) + " |" in lifelong
