@@ -56,7 +56,9 @@ class OriginalScores:
                 settle: Sequence[str] = ()) -> list[str]:
         """The cached greedy answers to ``prompts`` on the original model (``--generation``), else ``compute()``;
         ``settle``: the labels they were cut for (``Generator.answers``), part of the key."""
-        key = self.key(prompts, [f"greedy answers, at most {max_new_tokens} new tokens", *(f"settled for {label}" for label in settle)])
+        # "rule 2": answers kept before settle's last-word rule ran on further; their verdicts are the same, their text longer
+        key = self.key(prompts, [f"greedy answers, at most {max_new_tokens} new tokens",
+                                 *(f"settled (rule 2) for {label}" for label in settle)])
         if len(self._answers.get(key, ())) == len(prompts):
             self.hits += 1
             return list(self._answers[key])

@@ -16,6 +16,7 @@ change that (:func:`settled`), so the recorded answer ends there.
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pitfalls_editkit.scoring import pad_batch, vocabulary_logits
 
 ARTICLES = ("a", "an", "the")
 _NOT_WORD = re.compile(r"[^\w]+")
+_ENDS_A_WORD = frozenset(string.punctuation) - {"_"}  # ASCII punctuation; "_" is a word character
 
 
 def normalise(text: str) -> str:
@@ -51,20 +53,32 @@ def says(answer: str, label: str, aliases: Sequence[str] = ()) -> bool:
 def settled(answer: str, labels: Sequence[str]) -> bool:
     """Whether no continuation of ``answer`` can change ``says(answer, label)`` for any of ``labels``.
 
-    More text can only lengthen the normalised answer's last word or add words; once it has two words, whether a
-    leading article is dropped is decided too. So a label's verdict is final when the answer has more words than the
-    label (the words compared and the boundary after them are there), or when a word before the answer's last differs
-    from the label's word at that place. Never while a character is half decoded (U+FFFD: its bytes continue in the
-    next token).
+    More text can only lengthen the normalised answer's last word or add words, and once it has two words, whether a
+    leading article is dropped is decided too. The last word is complete once the text ends in whitespace or ASCII
+    punctuation; otherwise a later character may still extend it or, composed with its last character by NFKC,
+    change that one. So a label's verdict is final when the answer's complete words cover the label's, when one of
+    them differs from the label's word at that place, or when the last word, less its last character, does not begin
+    the label's word at that place ("Germ" can never become "france"; a first word that may still become an article,
+    which would then be dropped, is the exception). Never while a character is half decoded (U+FFFD: its bytes
+    continue in the next token), nor while the answer is a lone article.
     """
     if "\ufffd" in answer:
         return False
     words = normalise(answer).split()
-    complete = words[:-1]  # the last word may still grow
+    if len(words) == 1 and words[0] in ARTICLES:
+        return False
+    text = unicodedata.normalize("NFKC", answer)
+    last_complete = bool(text) and (text[-1].isspace() or text[-1] in _ENDS_A_WORD)
+    complete = words if last_complete else words[:-1]
     for label in labels:
         wanted = normalise(label).split()
-        if len(words) <= len(wanted) and all(a == b for a, b in zip(complete, wanted)):
-            return False
+        if len(complete) >= len(wanted) or any(a != b for a, b in zip(complete, wanted)):
+            continue  # the words that decide are all final, or one of them already differs
+        last, stem = len(words) - 1, words[-1][:-1] if words else ""
+        may_become_article = last == 0 and any(article.startswith(stem) for article in ARTICLES)  # then dropped
+        if not last_complete and 0 <= last < len(wanted) and not wanted[last].startswith(stem) and not may_become_article:
+            continue  # the last word can no longer grow into the label's word
+        return False
     return True
 
 

@@ -22,7 +22,8 @@ OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # Commands whose --help lists the options the docs may name (python -m MODULE --help).
 TOOLS = ["reports", "reports.compare", "reports.merge", "pitfalls_generator.cli", "pitfalls_generator.precheck", "harness.check_editor", "editors.mend.train",
          "benchmarks.throughput", "benchmarks.findings", "benchmarks.workers", "benchmarks.edit_speed", "benchmarks.batch_edit",
-         "benchmarks.device_check", "benchmarks.guard_overhead", "benchmarks.stats_spectrum"]
+         "benchmarks.device_check", "benchmarks.guard_overhead", "benchmarks.stats_spectrum", "benchmarks.ability_cost",
+         "benchmarks.grace_radius"]
 # Options of other programs the docs show in full commands: pip, Slurm, Chromium, ssh-keygen.
 FOREIGN = {"--quiet", "--no-deps", "--no-build-isolation", "--array", "--gpus", "--headless", "--screenshot", "--window-size",
            "--no-sandbox", "--disable-gpu"}

@@ -111,7 +111,8 @@ def test_saying_a_label(answer, label, said):
 # Text pieces that move word boundaries: articles, punctuation, spaces, a combining accent, full-width letters, a
 # half-decoded character, pieces that glue onto the word before them.
 PIECES = st.sampled_from([" the", " a", "The", " Paris", "Paris", "ian", " New", " York", ",", ".", " ", "  ", "-", "\u0301",
-                          "Ｐａｒｉｓ", "\ufffd", "é", " City", "s", "_x", "\t"])
+                          "Ｐａｒｉｓ", "\ufffd", "é", " City", "s", "_x", "\t", "Th", "e", "A", "n", " Ger", "many", "Pa",
+                          "\u0323", "d", "_", "!"])
 LABELS = st.lists(st.sampled_from(["Paris", "New York", "New York City", "the United Kingdom", "York", "a", "", "...", "Parisian"]),
                   min_size=1, max_size=3)
 
@@ -125,12 +126,34 @@ def test_once_an_answer_is_settled_no_continuation_changes_whether_it_says_a_lab
         assert [says(answer, label) for label in labels] == [says(full, label) for label in labels]
 
 
+# Whole answers, each cut after every character below: a cut the generator would stop at must say what every
+# answer continuing it says.
+ANSWERS = [" The Paris of", " the Paris", " Paris, France", " Parisian", " Paris_x", " Germany", " Germ", " German",
+           " An apple", " A New York City", " New York City.", " New Yorker", " the United Kingdom.", " United Kingdoms",
+           " Thailand", " The", " Pare\u0301", " Pared\u0301\u0323", " ＰＡＲＩＳ", " the the Paris", " a, Paris", " France!"]
+ANSWER_LABELS = ["Paris", "Germany", "New York City", "the United Kingdom", "Thailand", "An", "Paré", "France", "Pareḍ"]
+
+
+def test_every_cut_the_generator_would_stop_at_says_what_each_answer_continuing_it_says():
+    for answer in ANSWERS:
+        for cut in range(len(answer) + 1):
+            prefix = answer[:cut]
+            for labels in ([label] for label in ANSWER_LABELS):
+                if settled(prefix, labels):
+                    for full in (a for a in ANSWERS if a.startswith(prefix)):
+                        assert says(prefix, labels[0]) == says(full, labels[0]), (prefix, full, labels)
+
+
 def test_an_answer_settles_once_its_words_run_past_the_longest_label():
     assert not settled(" Paris", ["Paris"]) and settled(" Paris, France", ["Paris"])  # "Paris" may still become "Parisian"
     assert not settled(" the Paris", ["Paris"]) and settled(" the Paris of", ["Paris"])  # "the" is dropped only before a word
     assert not settled(" New York", ["New York City", "Paris"]) and settled(" New York is big", ["New York City"])
     assert not settled(" Par\ufffd is here", ["Paris"])  # a character whose bytes continue in the next token
-    assert settled(" the capital of", ["New York City"]) and not settled(" New Yorker", ["New York City"])  # words differ
+    assert settled(" the capital of", ["New York City"]) and not settled(" New Yor", ["New York City"])  # words differ
+    assert settled(" New Yorker", ["New York City"])  # "yorker" can no longer become "york"
+    assert settled(" Germ", ["France", "Paris"]) and not settled(" Germ", ["Germany"])  # "germ" begins no other label
+    assert settled(" Paris,", ["Paris"]) and settled(" Paris ", ["Paris"]) and not settled(" Paris_", ["Paris"])
+    assert not settled(" Th", ["Paris"]) and not settled(" An", ["Paris"])  # may become "The Paris", "An Paris"
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
