@@ -250,7 +250,7 @@ def test_the_generation_and_chain_findings_are_what_the_kept_records_give():
     measured = [run for run in kept_chains if run.config.get("general_ability")]
     assert len(measured) >= 2
     for run in measured:  # every chain kept with --general-ability has its rows in the table of measurements
-        label = {"rome": "ROME", "memit": "MEMIT", "alphaedit": "AlphaEdit"}.get(run.editor, run.editor)
+        label = {"rome": "ROME", "memit": "MEMIT", "alphaedit": "AlphaEdit", "grace": "GRACE", "wise": "WISE", "ft": "FT"}.get(run.editor, run.editor)
         unedited = run.config["general_ability"]["unedited"]
         values = {measure: [unedited[measure], *(v for _, v in ability_measured(run, measure))] for measure in ("perplexity", "kg")}
         assert f"| {label}, perplexity | " + " | ".join(f"{v:.1f}" for v in values["perplexity"]) + " |" in lifelong
