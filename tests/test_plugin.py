@@ -136,17 +136,21 @@ def test_unknown_editor_and_model_are_one_line(published: Path, cache_dir: Path,
                        str(published / "GPT2-XL"), "--limit", "2", "--results-dir", str(tmp_path / "r")], cache_dir)
     assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") == 1, proc.stdout[-3000:]
     assert "could not be built: RuntimeError: injected failure in the constructor" in proc.stdout
-    # Under -n 2 each worker stops at its first item; xdist calls that an interruption, the run still exits 1.
-    proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2",
-                       "-n", "2", "--results-dir", str(tmp_path / "r2")], cache_dir)
-    assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") <= 2, proc.stdout[-3000:]
-    assert f"--model {tmp_path}: folder has no config.json" in proc.stdout and "Traceback" not in proc.stdout
     short = tmp_path / "short.txt"  # a general-ability measure that cannot be built stops the run the same way
     short.write_text("Far fewer words than one window holds.\n")
     proc = run_pytest(["suites/", "--model", "tiny-gpt2", "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2",
                        "--general-ability", f"perplexity:{short}", "--results-dir", str(tmp_path / "r3")], cache_dir)
     assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") == 1, proc.stdout[-3000:]
     assert "fewer than one window" in proc.stdout and "Traceback" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_run_wide_error_under_workers_is_one_line_per_worker(published: Path, cache_dir: Path, tmp_path: Path):
+    """Under -n 2 each worker stops at its first item; xdist calls that an interruption, the run still exits 1."""
+    proc = run_pytest(["suites/", "--model", str(tmp_path), "--dataset-dir", str(published / "GPT2-XL"), "--limit", "2",
+                       "-n", "2", "--results-dir", str(tmp_path / "r2")], cache_dir)
+    assert proc.returncode == 1 and proc.stdout.count("ERROR at setup") <= 2, proc.stdout[-3000:]
+    assert f"--model {tmp_path}: folder has no config.json" in proc.stdout and "Traceback" not in proc.stdout
 
 
 @pytest.mark.slow
