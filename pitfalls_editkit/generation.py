@@ -70,13 +70,14 @@ def settled(answer: str, labels: Sequence[str]) -> bool:
     text = unicodedata.normalize("NFKC", answer)
     last_complete = bool(text) and (text[-1].isspace() or text[-1] in _ENDS_A_WORD)
     complete = words if last_complete else words[:-1]
+    last, stem = len(words) - 1, words[-1][:-1] if words else ""
+    # The last word is still growing; a first word that may become an article (then dropped) is left undecided.
+    growing = bool(words) and not last_complete and not (last == 0 and any(a.startswith(stem) for a in ARTICLES))
     for label in labels:
         wanted = normalise(label).split()
         if len(complete) >= len(wanted) or any(a != b for a, b in zip(complete, wanted)):
             continue  # the words that decide are all final, or one of them already differs
-        last, stem = len(words) - 1, words[-1][:-1] if words else ""
-        may_become_article = last == 0 and any(article.startswith(stem) for article in ARTICLES)  # then dropped
-        if not last_complete and 0 <= last < len(wanted) and not wanted[last].startswith(stem) and not may_become_article:
+        if growing and last < len(wanted) and not wanted[last].startswith(stem):
             continue  # the last word can no longer grow into the label's word
         return False
     return True

@@ -138,10 +138,11 @@ def test_every_cut_the_generator_would_stop_at_says_what_each_answer_continuing_
     for answer in ANSWERS:
         for cut in range(len(answer) + 1):
             prefix = answer[:cut]
-            for labels in ([label] for label in ANSWER_LABELS):
-                if settled(prefix, labels):
-                    for full in (a for a in ANSWERS if a.startswith(prefix)):
-                        assert says(prefix, labels[0]) == says(full, labels[0]), (prefix, full, labels)
+            continuing = [a for a in ANSWERS if a.startswith(prefix)]
+            for label in ANSWER_LABELS:
+                if settled(prefix, [label]):
+                    for full in continuing:
+                        assert says(prefix, label) == says(full, label), (prefix, full, label)
 
 
 def test_an_answer_settles_once_its_words_run_past_the_longest_label():
