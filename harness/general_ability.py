@@ -261,7 +261,7 @@ def general_ability_lines(records: list, config: dict) -> list[str]:
     measured = [r.general_ability for r in records if r.general_ability]
     lines = []
     for name in sorted({n for values in measured for n in values}):
-        m = mean_with_interval([v[name] for v in measured if name in v])
+        m = mean_with_interval([v[name] for v in measured if name in v], name)
         lines.append(f"general ability, {name}: {unedited.get(name, float('nan')):.4g} unedited; {m['mean']:.4g} "
                      f"[{m['low']:.4g}, {m['high']:.4g}] after the edits (mean of {m['n']} measurements)")
     return lines

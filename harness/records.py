@@ -171,14 +171,20 @@ def summarize(records: list[CaseRecord]) -> dict[str, Any]:
         measured = [r.general_ability for r in scored if r.split == split and r.general_ability]
         if measured:
             summary[split]["general_ability"] = {
-                name: mean_with_interval([v[name] for v in measured if name in v])
+                name: mean_with_interval([v[name] for v in measured if name in v], name)
                 for name in sorted({name for values in measured for name in values})}
     return summary
 
 
-def mean_with_interval(values: list[float]) -> dict[str, float | int]:
-    """A measure's mean over its measurements (not in %), its 95% Student-t interval and n."""
-    low, high = M.mean_interval(values)
+# The range of each general-ability measure, by its kind (the name before any ":"): perplexity is exp of a mean loss
+# that is never negative, the quiz a share of questions. An lm-eval task's metrics have no range known here.
+ABILITY_RANGES = {"perplexity": (1.0, math.inf), "kg": (0.0, 1.0)}
+
+
+def mean_with_interval(values: list[float], name: str) -> dict[str, float | int]:
+    """Measure ``name``'s mean over its measurements (not in %), its 95% Student-t interval clipped to the measure's
+    range, and n."""
+    low, high = M.mean_interval(values, ABILITY_RANGES.get(name.split(":")[0], (-math.inf, math.inf)))
     return {"mean": math.fsum(values) / len(values), "low": low, "high": high, "n": len(values)}
 
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 # Which direction is better, for reports and arrows.
 HIGHER_IS_BETTER = {"Succ": True, "CS_exp": True, "CS_imp": True, "CM": True, "TFD": False, "D": False, "JS": False, "IR": False, "FR": False}
-# Means of 0/1 values get a Wilson interval (round Succ can be 0.5: then a normal one).
 
 
 def prefers(score_a: float, score_b: float) -> int:
@@ -97,9 +96,10 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))  # rounding never puts p outside
 
 
-# Each metric's range: an interval never leaves it (CM and TFD are (s - s') / s of probabilities: at most 1).
+# Each metric's range: an interval never leaves it. CM and TFD are (s - s') / s of probabilities: at most 1, and CM
+# is clipped at -1. JS, in nats, is at most ln 2; D = JS / k with k >= 2 true objects, so at most ln 2 / 2.
 METRIC_RANGES = {"Succ": (0.0, 1.0), "CS_exp": (0.0, 1.0), "CS_imp": (0.0, 1.0), "IR": (0.0, 1.0), "FR": (0.0, 1.0),
-                 "CM": (-math.inf, 1.0), "TFD": (-math.inf, 1.0), "D": (0.0, math.inf), "JS": (0.0, math.inf)}
+                 "CM": (-1.0, 1.0), "TFD": (-math.inf, 1.0), "D": (0.0, math.log(2) / 2), "JS": (0.0, math.log(2))}
 # Student's t, 97.5% quantile, for 1..30 degrees of freedom (beyond: the Cornish-Fisher expansion below).
 _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
           2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)

@@ -146,7 +146,7 @@ def general_ability_curves(sequential: list[Run], width: int) -> list[tuple[str,
             for start in range(0, max((p for p, _ in measured), default=-1) + 1, width):
                 values = [v for p, v in measured if start <= p < start + width]
                 if values:
-                    m = mean_with_interval(values)
+                    m = mean_with_interval(values, name)
                     points.append(Point(start, start + width - 1, m["mean"], m["low"], m["high"], m["n"]))
             if points:
                 curves.append(Curve(run.label, points, (run.config.get("general_ability") or {}).get("unedited", {}).get(name)))

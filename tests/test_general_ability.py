@@ -11,6 +11,7 @@ import pytest
 from editors import make_editor
 from harness.executors.workbench import Workbench
 from harness.general_ability import AbilityError, GeneralAbility, KnowledgeQuiz, parse_specs
+from harness.records import mean_with_interval
 from pitfalls_benchmark.datasets import load_dataset
 from pitfalls_editkit.contract import EditorSettings
 from tests.helpers import records, run_pytest, suite_args
@@ -84,6 +85,17 @@ def test_the_quiz_asks_about_no_entity_the_runs_cases_name(published):
     round_case, conflict_case = dataset.cases["easy"][0], dataset.cases["composite"][0]
     assert {e.label.casefold() for e in round_case.true_objects} <= labels  # the round trip's other true objects too
     assert {f.object.label.casefold() for f in conflict_case.triples} <= labels  # and the facts a conflict rests on
+
+
+def test_a_measures_interval_stays_in_its_range():
+    """The quiz is a share of questions and perplexity at least 1; Student's t alone leaves both (three quizzes of 98-100%
+    reach 102%); an lm-eval metric's range is not known, so it is not clipped."""
+    quiz = mean_with_interval([1.0, 0.98, 1.0], "kg")
+    assert quiz["high"] == 1.0 and quiz["low"] < quiz["mean"] < 1.0
+    perplexity = mean_with_interval([1.01, 1.02, 3.0], "perplexity:notes.txt")
+    assert perplexity["low"] == 1.0 and perplexity["high"] > 3.0
+    task = mean_with_interval([1.0, 0.98, 1.0], "lm-eval:arc_easy:acc")
+    assert task["high"] > 1.0
 
 
 @pytest.mark.parametrize(("spec", "message"), [

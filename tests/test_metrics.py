@@ -100,8 +100,17 @@ def test_aggregate_is_in_percent_and_skips_nan():
     assert agg["value"] == pytest.approx(2.0)
 
 
-@given(st.sampled_from(sorted(M.METRIC_RANGES)), st.lists(st.floats(0, 1), min_size=1, max_size=30), st.randoms(use_true_random=False))
-def test_an_aggregate_stays_in_its_metrics_range_and_does_not_depend_on_the_order_of_the_records(name, values, rng):
+@st.composite
+def metric_values(draw):
+    """A metric's name and per-case values anywhere in its range (TFD has no lower bound: down to -5)."""
+    name = draw(st.sampled_from(sorted(M.METRIC_RANGES)))
+    low, high = M.METRIC_RANGES[name]
+    return name, draw(st.lists(st.floats(max(low, -5.0), high), min_size=1, max_size=30))
+
+
+@given(metric_values(), st.randoms(use_true_random=False))
+def test_an_aggregate_stays_in_its_metrics_range_and_does_not_depend_on_the_order_of_the_records(named, rng):
+    name, values = named
     low_bound, high_bound = M.METRIC_RANGES[name]
     shuffled = list(values)
     rng.shuffle(shuffled)
@@ -117,6 +126,18 @@ def test_small_samples_get_intervals_that_mean_what_they_say():
     assert ten_equal["low"] < 50 < ten_equal["high"]  # ten equal values still get a width
     cm = M.aggregate("CM", [0.9, 0.95, 1.0])
     assert cm["high"] == 100.0  # CM is at most 1
+    assert M.aggregate("CM", [-1.0, -1.0, -0.9])["low"] == -100.0  # and clipped at -1
+    # Two RoundEdit cases of Gemma 3 270M with ROME (the README's first run): JS 0.311 and 0 read [0.0, 237.9]
+    two = M.aggregate("JS", [0.3114, 0.0])
+    assert round(two["value"], 2) == 15.57 and two["high"] == pytest.approx(100 * math.log(2))
+
+
+def test_the_distortion_ranges_are_what_the_formulas_can_reach():
+    """JS of two distributions is at most ln 2 (reached by disjoint ones); D divides it by k >= 2."""
+    far = M.js_divergence([1.0, 1e-300], [1e-300, 1.0])
+    assert far == pytest.approx(math.log(2)) and far <= M.METRIC_RANGES["JS"][1]
+    assert M.distortion([1.0, 1e-300], [1e-300, 1.0]) == pytest.approx(M.METRIC_RANGES["D"][1])
+    assert M.conflict_magnitude(0.1, 0.9) == M.METRIC_RANGES["CM"][0]
 
 
 def test_the_t_quantiles_match_scipy():
