@@ -123,6 +123,23 @@ def test_a_progress_line_leaves_redirected_streams_as_they_were(cache_dir, tmp_p
     assert proc.returncode == 0 and "pitfalls: warming up ..." in proc.stdout, proc.stdout[-2000:]
 
 
+def test_a_progress_line_keeps_the_letters_under_their_file_name(cache_dir, tmp_path):
+    """A one-time step logged inside a test cuts its file's line of progress letters: the letters go on under the file's
+    name (they were left alone on a line, and pytest wrote the name again for the next test); under -v nothing is added."""
+    (tmp_path / "test_steps.py").write_text(
+        "from pitfalls_editkit.progress import step\n\n"
+        "def test_first():\n    with step('warming up'):\n        pass\n\n"
+        "def test_second():\n    pass\n\ndef test_third():\n    pass\n")
+    proc = run_pytest([str(tmp_path / "test_steps.py")], cache_dir, cwd=tmp_path)
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("test_steps.py"))
+    assert proc.returncode == 0 and [line.split(" [")[0].rstrip() for line in lines[start:start + 4]] == [
+        "test_steps.py", "pitfalls: warming up ...", "pitfalls: warming up: done in 0 s", "test_steps.py ..."], lines
+    proc = run_pytest([str(tmp_path / "test_steps.py"), "-v"], cache_dir, cwd=tmp_path)
+    assert proc.returncode == 0 and "test_steps.py::test_third PASSED" in proc.stdout, proc.stdout[-2000:]
+    assert "pitfalls: warming up: done in 0 s" in proc.stdout and "\ntest_steps.py \n" not in proc.stdout
+
+
 def test_the_installed_plugin_leaves_other_sessions_alone(cache_dir, tmp_path):
     """Another project's pytest -n 2 session (the plugin is active in every session of the environment) prepares nothing."""
     # Parametrized ids end in "[...]" like a case's: the controller must not take them for cases (no dataset, no folder).

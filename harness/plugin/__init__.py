@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +74,7 @@ class TerminalProgress(logging.Handler):
         super().__init__(logging.INFO)
         self.config = config
         self.prepared = False
+        self.cut_file: Path | None = None  # the test file whose line of progress letters the last message cut
 
     def emit(self, record: logging.LogRecord) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -82,9 +85,21 @@ class TerminalProgress(logging.Handler):
         # redirected them (contextlib.redirect_stdout around a tool's main): leave the streams as they were found.
         streams = sys.stdout, sys.stderr
         with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            if isinstance(reporter.currentfspath, Path):  # a file's line of progress letters (under -v: not a path)
+                self.cut_file = reporter.currentfspath
             reporter.ensure_newline()
             reporter.write_line(f"pitfalls: {record.getMessage()}")
         sys.stdout, sys.stderr = streams
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The letters of a line a message cut go on under their file's name, as pytest started it (pytest would
+        write the next letter alone on a line and the file's name again for the next test)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.cut_file is not None and reporter is not None and reporter.currentfspath is None:
+            reporter.write(f"{os.path.relpath(self.cut_file, reporter.startpath)} ")
+            reporter.currentfspath = self.cut_file
+        self.cut_file = None
 
     @pytest.hookimpl
     def pytest_sessionstart(self, session: pytest.Session) -> None:
