@@ -51,8 +51,8 @@ from pitfalls_editkit.scoring import encode_completion, pad_batch, vocabulary_lo
 TEMPLATE_LENGTHS = [[5, 5], [10, 5]]  # the reference's context templates: 5 start words x 2 lengths
 TEMPLATE_STARTS = ["I", "You", "Because", "Yes", "Q: "]
 LONG_SEQUENCE = 100  # past this many tokens a sequence routes by its largest distance, as the reference's
-NO_EDIT_YET = float("inf")
-EARLY_STOP_LOSS, EARLY_STOP_CHANGE = 0.02, 1e-4  # training stops once the loss is this low and no longer moving (reference)  # a memory's threshold before an edit was saved into it (the reference's 1e9)
+NO_EDIT_YET = float("inf")  # a memory's threshold before an edit was saved into it (the reference's 1e9)
+EARLY_STOP_LOSS, EARLY_STOP_CHANGE = 0.02, 1e-4  # training stops once the loss is this low and no longer moving (reference)
 
 
 @dataclass(frozen=True)
